@@ -1,0 +1,16 @@
+"""Production: PostgreSQL, Redis, secure cookies and headers. Everything from the environment."""
+import os
+
+from .base import *  # noqa: F401,F403
+from .base import env_bool, env_int
+
+DEBUG = False
+if not os.environ.get("SECRET_KEY"):
+    raise RuntimeError("SECRET_KEY must be set in production")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+SECURE_HSTS_PRELOAD = True
+SESSION_COOKIE_SECURE = True
+CSRF_COOKIE_SECURE = True
