@@ -111,3 +111,11 @@ def banking77_dir():
     path = os.path.abspath(BANKING77_DIR)
     assert os.path.isdir(path), f"Banking77 is expected at {path}"
     return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_media(settings, tmp_path):
+    """Each test writes uploads, vectors and artifacts under its own folder."""
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    # FileSystemStorage follows MEDIA_ROOT through Django's setting_changed signal.
+    yield
