@@ -1,7 +1,9 @@
 """Registers each app's router on the one /v2 API object (kept apart from api.py to avoid import cycles)."""
 from labelf_studio.api import api
 from labeling.api import router as labeling_router
+from labeling.queue_api import router as queue_router
 from models_app.api import router as models_router
 
 api.add_router("", labeling_router)
 api.add_router("", models_router)
+api.add_router("", queue_router)

@@ -12,5 +12,6 @@ urlpatterns = [
     path("django-admin/", admin.site.urls),
     path("", include("labelf_studio.workspaces.urls")),
     path("", include("labeling.urls")),
+    path("", include("labeling.queue_urls")),
     path("", include("models_app.urls")),
 ]

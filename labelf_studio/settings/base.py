@@ -136,8 +136,10 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 3600)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 3500)
+# Task modules beside each app's tasks.py (autodiscovered) that the worker must import too.
+CELERY_IMPORTS = ("labeling.queue_tasks", "models_app.training_tasks")
 CELERY_BEAT_SCHEDULE = {
-    "release-expired-assignments": {"task": "labeling.tasks.release_expired_assignments", "schedule": 60.0},
+    "release-expired-leases": {"task": "labeling.queue_tasks.release_expired_leases", "schedule": 60.0},
 }
 
 # --- Cache (rate-limit counters on the embedded default; Redis in production) ---------------

@@ -1,0 +1,4 @@
+"""/v2 recommendations, labels and training requests."""
+from ninja import Router
+
+router = Router(tags=["labeling"])
