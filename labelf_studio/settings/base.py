@@ -107,7 +107,8 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = VAR_DIR / "staticfiles"
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "staticfiles"))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise expects it even when serving from finders
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
 MEDIA_URL = "/media/"
 STORAGES = {
@@ -154,6 +155,8 @@ LABELF = {
     "MAX_UPLOAD_BYTES": env_int("LABELF_MAX_UPLOAD_BYTES", 512 * 1024 * 1024),
     "MAX_TEXT_CHARS": env_int("LABELF_MAX_TEXT_CHARS", 10_000),
     "EMBEDDER_THREADS": env_int("LABELF_EMBEDDER_THREADS", 0),  # 0: onnxruntime's default
+    # Where the ONNX export of the packaged embedding model is built and cached.
+    "MODEL_CACHE_DIR": Path(os.environ.get("LABELF_MODEL_CACHE", VAR_DIR / "models")),
     "EMBEDDING_CHUNK_SIZE": env_int("LABELF_EMBEDDING_CHUNK_SIZE", 4096),
     "RETRAIN_EVERY": env_int("LABELF_RETRAIN_EVERY", 20),
     "EVALUATION_SHARE": float(os.environ.get("LABELF_EVALUATION_SHARE", "0.1")),

@@ -1,11 +1,6 @@
 from django import forms
-from django.contrib.auth.forms import AuthenticationForm
 
 from .models import Role
-
-
-class ThrottledLoginForm(AuthenticationForm):
-    pass
 
 
 class MemberInviteForm(forms.Form):

@@ -11,7 +11,9 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from . import selectors, services
-from .forms import ApiKeyCreateForm, MemberInviteForm, MemberRoleForm, ThrottledLoginForm
+from django.contrib.auth.forms import AuthenticationForm
+
+from .forms import ApiKeyCreateForm, MemberInviteForm, MemberRoleForm
 from .middleware import CurrentWorkspaceMiddleware
 from .models import ApiKey, Membership
 from .permissions import workspace_role_required
@@ -25,13 +27,13 @@ def login_view(request):
     if request.user.is_authenticated:
         return redirect("dashboard")
     limit = settings.LABELF["LOGIN_ATTEMPTS_PER_15_MIN"]
-    form = ThrottledLoginForm(request, data=request.POST or None)
-    status = 200
+    form = AuthenticationForm(request, data=request.POST or None)
+    status, error = 200, None
     if request.method == "POST":
         username = request.POST.get("username", "")
+        # Checked before the password, so a throttled guesser learns nothing from the answer.
         if services.login_is_throttled(username=username, ip_address=_client_ip(request), limit=limit):
-            form = ThrottledLoginForm(request)
-            form.add_error(None, "Too many failed sign-in attempts. Wait 15 minutes and try again.")
+            error = "Too many failed sign-in attempts. Wait 15 minutes and try again."
             status = 429
         elif form.is_valid():
             services.login_clear_failures(username=username)
@@ -42,8 +44,9 @@ def login_view(request):
             return redirect("dashboard")
         else:
             services.login_record_failure(username=username, ip_address=_client_ip(request))
+            error = "Wrong username or password."
             status = 400
-    return render(request, "workspaces/login.html", {"form": form}, status=status)
+    return render(request, "workspaces/login.html", {"form": form, "error": error}, status=status)
 
 
 @require_POST

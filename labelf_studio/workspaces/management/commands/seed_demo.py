@@ -25,6 +25,9 @@ def demo_dataset_path() -> Path:
 class Command(BaseCommand):
     help = "Create the demo workspace, users, API keys and dataset (idempotent)."
 
+    def add_arguments(self, parser):
+        parser.add_argument("--dataset-file", default=None, help="CSV/JSONL to import as the demo dataset")
+
     def handle(self, *args, **options):
         User = get_user_model()
         workspace, _ = workspace_get_or_create(name=DEMO_WORKSPACE, plan=Plan.GROWTH)
@@ -38,10 +41,13 @@ class Command(BaseCommand):
             if not ApiKey.objects.filter(workspace=workspace, role=role, name=f"demo {role} key").exists():
                 _, secret = api_key_create(workspace=workspace, role=role, name=f"demo {role} key", user=user)
                 lines.append(f"  {'':<10} API key ({role}, shown once): {secret}")
-        lines.append(self._ensure_dataset(workspace))
+            else:
+                lines.append(f"  {'':<10} API key ({role}): created on the first run; only its hash is kept. "
+                             f"New one: python manage.py create_api_key --workspace {workspace.name} --role {role}")
+        lines.append(self._ensure_dataset(workspace, options["dataset_file"]))
         self.stdout.write("\n".join(lines) + "\n")
 
-    def _ensure_dataset(self, workspace) -> str:
+    def _ensure_dataset(self, workspace, dataset_file: str | None) -> str:
         from labeling.models import Dataset
 
         existing = Dataset.objects.filter(workspace=workspace, name=DEMO_DATASET_NAME).first()
@@ -51,6 +57,6 @@ class Command(BaseCommand):
             from labeling.services import dataset_create_from_path
         except ImportError:
             return "Demo dataset: importing is not available yet"
-        path = demo_dataset_path()
+        path = Path(dataset_file) if dataset_file else demo_dataset_path()
         dataset = dataset_create_from_path(workspace=workspace, name=DEMO_DATASET_NAME, path=path, user=None)
         return f"Demo dataset: importing {path.name} in the background (dataset {dataset.id})"

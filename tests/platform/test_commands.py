@@ -1,0 +1,42 @@
+"""Management commands: create_api_key for scripts, and the idempotent demo seed."""
+import io
+
+import pytest
+from django.core.management import call_command
+
+from labelf_studio.workspaces.models import ApiKey, Membership, Workspace
+from labelf_studio.workspaces.services import api_key_authenticate
+
+pytestmark = pytest.mark.django_db
+
+
+def test_create_api_key_creates_the_workspace_and_prints_only_the_key():
+    out, err = io.StringIO(), io.StringIO()
+    call_command("create_api_key", "--workspace", "Acme", "--role", "admin", "--plan", "enterprise",
+                 "--rate-limit", "100000", stdout=out, stderr=err)
+    secret = out.getvalue().strip()
+    assert "\n" not in secret and " " not in secret
+    api_key = api_key_authenticate(secret=secret)
+    workspace = Workspace.objects.get(name="Acme")
+    assert api_key.workspace == workspace and api_key.role == "admin"
+    assert workspace.plan == "enterprise" and workspace.rate_limit_per_minute == 100000
+    call_command("create_api_key", "--workspace", "Acme", "--role", "annotator", stdout=io.StringIO(), stderr=io.StringIO())
+    assert Workspace.objects.filter(name="Acme").count() == 1 and ApiKey.objects.count() == 2
+
+
+def test_seed_demo_is_idempotent(tmp_path, settings):
+    demo = tmp_path / "demo.csv"
+    demo.write_text("text,channel\nMy card has not arrived yet,email\nHow do I reset my PIN?,chat\n")
+    out = io.StringIO()
+    call_command("seed_demo", "--dataset-file", str(demo), stdout=out)
+    first = out.getvalue()
+    assert "admin" in first and "API key (admin, shown once): lf_" in first
+    out2 = io.StringIO()
+    call_command("seed_demo", "--dataset-file", str(demo), stdout=out2)
+    assert "shown once" not in out2.getvalue()
+    workspace = Workspace.objects.get(name="Demo")
+    assert Membership.objects.filter(workspace=workspace).count() == 3
+    assert ApiKey.objects.filter(workspace=workspace).count() == 3
+    from labeling.models import Dataset
+
+    assert Dataset.objects.filter(workspace=workspace).count() == 1
