@@ -5,14 +5,13 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login, logout
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import AuthenticationForm
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from . import selectors, services
-from django.contrib.auth.forms import AuthenticationForm
-
 from .forms import ApiKeyCreateForm, MemberInviteForm, MemberRoleForm
 from .middleware import CurrentWorkspaceMiddleware
 from .models import ApiKey, Membership
