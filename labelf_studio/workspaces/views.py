@@ -18,6 +18,9 @@ from .models import ApiKey, Membership
 from .permissions import workspace_role_required
 
 
+NEW_KEY_SESSION_KEY = "new_api_key_secret"
+
+
 def _client_ip(request) -> str:
     return request.META.get("REMOTE_ADDR", "") or "unknown"
 
@@ -125,13 +128,16 @@ def member_update(request, membership_id: int):
 def api_keys(request):
     workspace = request.current_workspace
     form = ApiKeyCreateForm(request.POST or None)
-    new_secret = None
     if request.method == "POST" and form.is_valid():
-        _, new_secret = services.api_key_create(
+        _, secret = services.api_key_create(
             workspace=workspace, role=form.cleaned_data["role"], name=form.cleaned_data["name"],
             user=request.user, created_by=request.user,
         )
-        form = ApiKeyCreateForm()
+        # Post/redirect/get: a reload must not create a second key. The secret rides in the
+        # session for exactly one page view and is removed when shown.
+        request.session[NEW_KEY_SESSION_KEY] = secret
+        return redirect("api_keys")
+    new_secret = request.session.pop(NEW_KEY_SESSION_KEY, None)
     return render(request, "workspaces/api_keys.html", {
         "form": form, "new_secret": new_secret, "keys": selectors.api_keys_with_usage(workspace=workspace),
         "usage": selectors.workspace_usage(workspace=workspace),

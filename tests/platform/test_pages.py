@@ -68,7 +68,9 @@ def test_switch_workspace_only_between_own_workspaces(admin_user):
 
 def test_admin_creates_a_key_shown_once_and_revokes_it(admin_user, workspace):
     client = logged_in(admin_user)
-    page = client.post(reverse("api_keys"), {"name": "CRM integration", "role": "lead"}).content.decode()
+    response = client.post(reverse("api_keys"), {"name": "CRM integration", "role": "lead"})
+    assert response.status_code == 302  # post/redirect/get: a reload cannot create a second key
+    page = client.get(response["Location"]).content.decode()
     secret = re.search(r'id="new-api-key">([^<]+)<', page).group(1)
     api_key = ApiKey.objects.get(name="CRM integration")
     assert api_key_authenticate(secret=secret) == api_key and api_key.role == "lead"
