@@ -23,6 +23,7 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "tests/system/" in str(item.fspath):
