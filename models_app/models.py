@@ -33,6 +33,10 @@ class ClassificationModel(models.Model):
     confidence_threshold = models.FloatField(default=0.5)
     # None: serve the newest version; a number pins that version until the next deploy call.
     pinned_version = models.PositiveIntegerField(null=True, blank=True)
+    # Denormalised pointers kept by the services (version_create, model_deploy, model_archive) so that
+    # inference finds what to serve, and lists render, with one query and no per-model lookups.
+    latest_version = models.ForeignKey("ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    served_version = models.ForeignKey("ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     retrain_every = models.PositiveIntegerField(default=20)
     evaluation_share = models.FloatField(default=0.1)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
@@ -59,6 +63,9 @@ class ModelVersion(models.Model):
     threshold_curve = models.JSONField(null=True, blank=True)
     details = models.JSONField(default=dict, blank=True)  # calibration, learning-curve point, training options
     job = models.ForeignKey("labeling.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # Derived after the version exists (not part of the artifact): predicted label counts over the whole
+    # dataset and a few sample predictions, written once by tasks.version_summarise.
+    summary = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

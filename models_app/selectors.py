@@ -1,21 +1,76 @@
-"""Reads for models and versions, and the contract's model object."""
+"""Reads for models and versions, and the contract's model and version objects."""
 from __future__ import annotations
 
-from .models import ClassificationModel
+from django.db.models import QuerySet
 
-
-def models_for_workspace(*, workspace):
-    return ClassificationModel.objects.filter(workspace=workspace).order_by("-created_at", "-id")
+from .models import ClassificationModel, DeploymentEvent, ModelStatus, ModelType, ModelVersion
 
 
 def _iso(value):
     return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
 
 
+def models_for_workspace(*, workspace) -> QuerySet[ClassificationModel]:
+    return (ClassificationModel.objects.filter(workspace=workspace)
+            .select_related("latest_version", "served_version").order_by("-created_at", "-id"))
+
+
+def model_get(*, workspace, model_id: int) -> ClassificationModel | None:
+    """The workspace's model, or None: another workspace's model is as absent as a missing one."""
+    return models_for_workspace(workspace=workspace).filter(pk=model_id).first()
+
+
+def model_for_inference(*, workspace, model_id: int) -> ClassificationModel | None:
+    """One query: the model's status and threshold with the served version's artifact location."""
+    return (ClassificationModel.objects.filter(workspace=workspace, pk=model_id)
+            .select_related("served_version")
+            .only("id", "status", "confidence_threshold", "workspace_id",
+                  "served_version__id", "served_version__number", "served_version__labels",
+                  "served_version__artifact_path", "served_version__checksum")
+            .order_by().first())
+
+
+def shown_version(model: ClassificationModel) -> ModelVersion | None:
+    """The version a model object describes: the served one while deployed, otherwise the newest."""
+    if model.status == ModelStatus.DEPLOYED and model.served_version_id:
+        return model.served_version
+    return model.latest_version
+
+
 def model_to_dict(model: ClassificationModel) -> dict:
+    """The contract's model object. `version`, `type`, `metrics` and `training_examples` describe
+    `shown_version`; `last_trained` is that version's creation time unless it is describe-and-classify
+    (which is built from descriptions, not trained)."""
+    version = shown_version(model)
+    trained = version is not None and version.type != ModelType.DESCRIBE_AND_CLASSIFY
     return {
-        "id": model.id, "name": model.name, "type": model.type, "status": model.status,
-        "labels": list(model.labels), "metrics": None, "training_examples": 0, "last_trained": None,
-        "confidence_threshold": model.confidence_threshold, "version": None, "dataset_id": model.dataset_id,
-        "label_descriptions": dict(model.label_descriptions), "created_at": _iso(model.created_at),
+        "id": model.id, "name": model.name, "type": version.type if version else model.type, "status": model.status,
+        "labels": list(model.labels), "metrics": version.metrics if version else None,
+        "training_examples": version.training_examples if version else 0,
+        "last_trained": _iso(version.created_at) if trained else None,
+        "confidence_threshold": model.confidence_threshold, "version": version.number if version else None,
+        "dataset_id": model.dataset_id, "label_descriptions": dict(model.label_descriptions),
+        "created_at": _iso(model.created_at),
     }
+
+
+def versions_for_model(*, model: ClassificationModel) -> QuerySet[ModelVersion]:
+    return model.versions.order_by("-number")
+
+
+def version_get(*, model: ClassificationModel, number: int) -> ModelVersion | None:
+    return model.versions.filter(number=number).first()
+
+
+def version_to_dict(version: ModelVersion) -> dict:
+    return {"version": version.number, "type": version.type, "created_at": _iso(version.created_at),
+            "training_examples": version.training_examples, "metrics": version.metrics}
+
+
+def version_detail_to_dict(version: ModelVersion) -> dict:
+    return {**version_to_dict(version), "labels": list(version.labels), "threshold_curve": version.threshold_curve,
+            "checksum": version.checksum, "details": version.details}
+
+
+def deployment_events(*, model: ClassificationModel, limit: int = 50) -> QuerySet[DeploymentEvent]:
+    return model.deployment_events.select_related("user", "api_key")[:limit]

@@ -1,0 +1,274 @@
+"""Writes for classification models: create (describe-and-classify), update, versions, deploy, archive.
+
+Business rules live here; the API handlers and the browser views call these functions and turn
+`ApiError` into their own answers. Every write that touches more than one row is one transaction.
+"""
+from __future__ import annotations
+
+import numpy as np
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import Max
+
+from labelf_studio.api import ApiError, invalid_field
+from labelf_studio.workspaces.services import audit_record
+from labeling.models import Dataset, DatasetStatus, Record, Split
+
+from .ml.artifacts import Head, checksum, dump_head
+from .models import ClassificationModel, DeploymentEvent, ModelStatus, ModelType, ModelVersion
+
+MAX_LABELS = 1000
+MAX_LABEL_CHARS = 200  # Record.label's column width
+MAX_DESCRIPTION_CHARS = 2000
+MAX_NAME_CHARS = 200
+# The zero-shot head refines itself on a sample of the dataset's vectors; more rows add time, not accuracy.
+POOL_SAMPLE_ROWS = 20_000
+
+
+# --- validation (shared by the API and the browser form) ----------------------------------------
+
+def validate_name(name) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise invalid_field("name: expected a non-empty string")
+    if len(name.strip()) > MAX_NAME_CHARS:
+        raise invalid_field(f"name: at most {MAX_NAME_CHARS} characters")
+    return name.strip()
+
+
+def validate_labels(labels) -> tuple[list[str], dict[str, str]]:
+    """`[{"name", "description"}]` → (ordered names, descriptions). Names are unique, non-empty, at most 1,000."""
+    if not isinstance(labels, list):
+        raise invalid_field("labels: expected a list of {\"name\", \"description\"} objects")
+    if not labels:
+        raise invalid_field("labels: at least one label is required")
+    if len(labels) > MAX_LABELS:
+        raise invalid_field(f"labels: at most {MAX_LABELS} labels, got {len(labels)}")
+    names: list[str] = []
+    descriptions: dict[str, str] = {}
+    seen: set[str] = set()
+    for i, item in enumerate(labels):
+        if not isinstance(item, dict):
+            raise invalid_field(f"labels[{i}]: expected an object with name and description")
+        name = item.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise invalid_field(f"labels[{i}].name: expected a non-empty string")
+        name = name.strip()
+        if len(name) > MAX_LABEL_CHARS:
+            raise invalid_field(f"labels[{i}].name: at most {MAX_LABEL_CHARS} characters")
+        if name in seen:
+            raise invalid_field(f"labels[{i}].name: duplicate label {name!r}")
+        description = item.get("description", "")
+        if description is None:
+            description = ""
+        if not isinstance(description, str):
+            raise invalid_field(f"labels[{i}].description: expected a string")
+        if len(description) > MAX_DESCRIPTION_CHARS:
+            raise invalid_field(f"labels[{i}].description: at most {MAX_DESCRIPTION_CHARS} characters")
+        seen.add(name)
+        names.append(name)
+        descriptions[name] = description.strip()
+    return names, descriptions
+
+
+def validate_threshold(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise invalid_field("confidence_threshold: expected a number between 0 and 1")
+    return float(value)
+
+
+def _validate_descriptions(model: ClassificationModel, value) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise invalid_field("label_descriptions: expected an object mapping label names to descriptions")
+    for label, description in value.items():
+        if label not in model.labels:
+            raise invalid_field(f"label_descriptions: {label!r} is not one of the model's labels")
+        if not isinstance(description, str):
+            raise invalid_field(f"label_descriptions.{label}: expected a string")
+        if len(description) > MAX_DESCRIPTION_CHARS:
+            raise invalid_field(f"label_descriptions.{label}: at most {MAX_DESCRIPTION_CHARS} characters")
+    return {label: description.strip() for label, description in value.items()}
+
+
+def _check_dataset_usable(dataset: Dataset) -> None:
+    if dataset.status == DatasetStatus.PROCESSING:
+        raise ApiError(409, "DATASET_PROCESSING", "Dataset is still being imported; try again when its status is ready")
+    if dataset.status != DatasetStatus.READY:
+        raise ApiError(409, "CONFLICT", "Dataset import failed; upload it again")
+
+
+# --- describe-and-classify ------------------------------------------------------------------------
+
+def _pool_sample(dataset: Dataset, *, seed: int) -> np.ndarray | None:
+    from labeling.embeddings import vectors_load
+
+    if dataset.record_count == 0:
+        return None
+    vectors = vectors_load(dataset_id=dataset.id, row_count=dataset.record_count, chunk_size=dataset.vector_chunk_size)
+    if len(vectors) > POOL_SAMPLE_ROWS:
+        rows = np.sort(np.random.default_rng(seed).choice(len(vectors), POOL_SAMPLE_ROWS, replace=False))
+        vectors = vectors[rows]
+    return vectors
+
+
+def _zero_shot_build(*, dataset: Dataset, labels: list[str], descriptions: dict[str, str]):
+    from labeling.embeddings import embed_texts
+
+    from .ml.zero_shot import build_zero_shot_head
+
+    return build_zero_shot_head(labels=labels, descriptions=descriptions, embed=embed_texts,
+                                pool_vectors=_pool_sample(dataset, seed=dataset.id), seed=0)
+
+
+def _holdout_metrics(*, dataset: Dataset, head: Head) -> dict | None:
+    """Metrics on the dataset's labeled evaluation records, when it has any in the head's label set."""
+    from labeling.embeddings import vectors_load
+
+    from .ml.evaluation import evaluate
+
+    rows = list(Record.objects.filter(dataset=dataset, split=Split.EVALUATION, label__in=head.labels)
+                .values_list("row_index", "label"))
+    if not rows:
+        return None
+    vectors = vectors_load(dataset_id=dataset.id, row_count=dataset.record_count, chunk_size=dataset.vector_chunk_size)
+    indices = np.fromiter((row for row, _ in rows), dtype=np.int64, count=len(rows))
+    proba = head.predict_proba(vectors[indices])
+    return evaluate(labels=head.labels, y_true=[label for _, label in rows], proba=proba, evaluation="holdout")
+
+
+def model_create(*, workspace, dataset: Dataset, name: str, labels, user=None, api_key=None) -> ClassificationModel:
+    """A describe-and-classify model whose version 1 classifies at once (status ready)."""
+    name = validate_name(name)
+    names, descriptions = validate_labels(labels)
+    if dataset.workspace_id != workspace.id:
+        raise ApiError(404, "NOT_FOUND", "Dataset not found")
+    _check_dataset_usable(dataset)
+    # The slow part (embedding descriptions, reading the pool) happens before the transaction opens.
+    head = _zero_shot_build(dataset=dataset, labels=names, descriptions=descriptions)
+    metrics = _holdout_metrics(dataset=dataset, head=head)
+    with transaction.atomic():
+        model = ClassificationModel.objects.create(
+            workspace=workspace, dataset=dataset, name=name, type=ModelType.DESCRIBE_AND_CLASSIFY,
+            status=ModelStatus.READY, labels=names, label_descriptions=descriptions,
+            created_by=user if getattr(user, "is_authenticated", False) else None,
+        )
+        version_create(model=model, head=head, type=ModelType.DESCRIBE_AND_CLASSIFY, training_examples=0,
+                       metrics=metrics, details=getattr(head, "details", None))
+        audit_record(workspace=workspace, action="model.create", target=f"model {model.id} ({model.name})",
+                     actor=user, actor_key=api_key, details={"labels": len(names), "dataset_id": dataset.id})
+    return model
+
+
+def model_update(*, model: ClassificationModel, name=None, confidence_threshold=None, label_descriptions=None,
+                 user=None, api_key=None) -> ClassificationModel:
+    """Renames, sets the threshold, edits descriptions; new descriptions rebuild a describe-and-classify model."""
+    fields: dict = {}
+    if name is not None:
+        fields["name"] = validate_name(name)
+    if confidence_threshold is not None:
+        fields["confidence_threshold"] = validate_threshold(confidence_threshold)
+    head = None
+    if label_descriptions is not None:
+        descriptions = {**model.label_descriptions, **_validate_descriptions(model, label_descriptions)}
+        fields["label_descriptions"] = descriptions
+        if model.type == ModelType.DESCRIBE_AND_CLASSIFY and descriptions != model.label_descriptions:
+            dataset = model.dataset
+            _check_dataset_usable(dataset)
+            head = _zero_shot_build(dataset=dataset, labels=list(model.labels), descriptions=descriptions)
+    if not fields:
+        return model
+    with transaction.atomic():
+        ClassificationModel.objects.filter(pk=model.pk).update(**fields)
+        for field, value in fields.items():
+            setattr(model, field, value)
+        if head is not None:
+            version_create(model=model, head=head, type=ModelType.DESCRIBE_AND_CLASSIFY, training_examples=0,
+                           metrics=_holdout_metrics(dataset=model.dataset, head=head), details=getattr(head, "details", None))
+        audit_record(workspace=model.workspace, action="model.update", target=f"model {model.id} ({model.name})",
+                     actor=user, actor_key=api_key, details={"fields": sorted(fields), "new_version": head is not None})
+    model.refresh_from_db()
+    return model
+
+
+# --- versions ---------------------------------------------------------------------------------------
+
+def artifact_path(*, model_id: int, number: int, digest: str) -> str:
+    return f"artifacts/model_{model_id}/v{number}-{digest[:12]}.pkl"
+
+
+def version_create(*, model: ClassificationModel, head: Head, type: str, training_examples: int, metrics: dict | None = None,
+                   threshold_curve: list | None = None, details: dict | None = None, job=None) -> ModelVersion:
+    """Stores `head` as the model's next immutable version and returns it.
+
+    The number is max + 1 under a row lock on the model, so concurrent jobs never collide. The artifact
+    is written before the row (inside the same transaction): a version row always has its file, and a
+    rolled-back transaction leaves at most an unreferenced file. A deployed model that is not pinned
+    serves the new version from the moment the transaction commits.
+    """
+    ModelType(type)
+    data = dump_head(head)
+    digest = checksum(data)
+    with transaction.atomic():
+        locked = ClassificationModel.objects.select_for_update().get(pk=model.pk)
+        number = (locked.versions.aggregate(top=Max("number"))["top"] or 0) + 1
+        path = artifact_path(model_id=model.pk, number=number, digest=digest)
+        if not default_storage.exists(path):  # content-addressed: an existing file holds these very bytes
+            saved = default_storage.save(path, ContentFile(data))
+            if saved != path:
+                raise RuntimeError(f"storage saved the artifact as {saved}, not {path}")
+        version = ModelVersion.objects.create(
+            model=locked, number=number, type=type, labels=list(head.labels), artifact_path=path, checksum=digest,
+            training_examples=training_examples, metrics=metrics, threshold_curve=threshold_curve,
+            details=details or {}, job=job,
+        )
+        updates = {"latest_version": version, "type": type}
+        if locked.status == ModelStatus.DEPLOYED and locked.pinned_version is None:
+            updates["served_version"] = version
+        ClassificationModel.objects.filter(pk=model.pk).update(**updates)
+        for field, value in updates.items():
+            setattr(model, field, value)
+        from .tasks import version_summarise
+
+        transaction.on_commit(lambda: version_summarise.delay(version.id))
+    return version
+
+
+# --- deploy and archive ------------------------------------------------------------------------------
+
+def model_deploy(*, model: ClassificationModel, version: int | None = None, user=None, api_key=None) -> ClassificationModel:
+    """Serves `version` (pinned until the next deploy call) or, without one, the newest version and every newer one."""
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+        raise invalid_field("version: expected an integer version number")
+    with transaction.atomic():
+        locked = ClassificationModel.objects.select_for_update().get(pk=model.pk)
+        if version is None:
+            served = locked.versions.order_by("-number").first()
+            if served is None:
+                raise ApiError(409, "CONFLICT", "The model has no version to deploy yet")
+        else:
+            served = locked.versions.filter(number=version).first()
+            if served is None:
+                raise ApiError(404, "NOT_FOUND", f"Version {version} not found")
+        pinned = served.number if version is not None else None
+        ClassificationModel.objects.filter(pk=model.pk).update(
+            status=ModelStatus.DEPLOYED, served_version=served, pinned_version=pinned)
+        DeploymentEvent.objects.create(model=locked, action="deploy", version=served.number, pinned=pinned is not None,
+                                       user=user if getattr(user, "is_authenticated", False) else None, api_key=api_key)
+        audit_record(workspace=locked.workspace, action="model.deploy", target=f"model {model.id} ({locked.name})",
+                     actor=user, actor_key=api_key, details={"version": served.number, "pinned": pinned is not None})
+    model.refresh_from_db()
+    return model
+
+
+def model_archive(*, model: ClassificationModel, user=None, api_key=None) -> ClassificationModel:
+    """Stops serving; every version is kept and the model can be deployed again."""
+    with transaction.atomic():
+        locked = ClassificationModel.objects.select_for_update().get(pk=model.pk)
+        ClassificationModel.objects.filter(pk=model.pk).update(
+            status=ModelStatus.ARCHIVED, served_version=None, pinned_version=None)
+        DeploymentEvent.objects.create(model=locked, action="archive", version=None,
+                                       user=user if getattr(user, "is_authenticated", False) else None, api_key=api_key)
+        audit_record(workspace=locked.workspace, action="model.archive", target=f"model {model.id} ({locked.name})",
+                     actor=user, actor_key=api_key)
+    model.refresh_from_db()
+    return model
