@@ -4,5 +4,9 @@ from . import views
 
 urlpatterns = [
     path("datasets/", views.dataset_list, name="dataset_list"),
+    path("datasets/upload/", views.dataset_upload, name="dataset_upload"),
     path("datasets/<int:dataset_id>/", views.dataset_detail, name="dataset_detail"),
+    path("datasets/<int:dataset_id>/progress/", views.dataset_progress, name="dataset_progress"),
+    path("datasets/<int:dataset_id>/export/", views.dataset_export, name="dataset_export"),
+    path("datasets/<int:dataset_id>/delete/", views.dataset_delete, name="dataset_delete"),
 ]
