@@ -1,0 +1,139 @@
+"""models_app.ml.fine_tuning: the fine-tuned head learns the domain's vocabulary, is calibrated and picklable."""
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from models_app.ml.calibration import expected_calibration_error
+from models_app.ml.fine_tuning import TooFewExamples, train_fine_tuned_head
+
+# Made-up product names no sentence embedding has seen; the label depends only on which one a text names.
+PRODUCTS = {"Router": ["Zyntrax", "Qorvel"], "Billing": ["Plumbix", "Vantrel"], "App": ["Kestrio", "Dromfy"]}
+LABELS = ["Router", "Billing", "App"]  # deliberately not alphabetical: columns must follow this order
+TEMPLATES = ["my {} is not working", "question about {} please", "{} again, help", "why does {} do this",
+             "I need help with the {} thing", "the {} keeps failing today"]
+
+
+def product_dataset(n, seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    texts = [TEMPLATES[rng.integers(len(TEMPLATES))].format(PRODUCTS[LABELS[c]][rng.integers(2)]) for c in y]
+    # Vectors carry no information about the label, as a generic embedding of unknown names would.
+    vectors = rng.normal(size=(n, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return texts, vectors, y
+
+
+def gaussian_dataset(n, seed, k=4, noise=1.0):
+    """Overlapping classes in 8 of the 384 dimensions: about 85% accuracy is possible, so confidence matters."""
+    rng = np.random.default_rng(seed)
+    centers = np.random.default_rng(99).normal(size=(k, 8))
+    y = rng.integers(0, k, n)
+    vectors = np.zeros((n, 384), dtype=np.float32)
+    vectors[:, :8] = centers[y] + rng.normal(size=(n, 8)) * noise
+    vectors[:, 8:] = rng.normal(size=(n, 376)) * 0.05
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    texts = ["plain message"] * n  # no vocabulary signal: the embedding alone decides
+    return [f"L{i}" for i in range(k)], texts, vectors, y
+
+
+def test_learns_vocabulary_the_embedding_does_not_know():
+    texts, vectors, y = product_dataset(300, seed=0)
+    head = train_fine_tuned_head(labels=LABELS, texts=texts, vectors=vectors, y=y)
+    test_texts, test_vectors, test_y = product_dataset(200, seed=1)
+    proba = head.predict_proba(test_vectors, test_texts)
+    assert proba.shape == (200, 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+    assert (proba.argmax(axis=1) == test_y).mean() > 0.95
+    vectors_only = LogisticRegression(C=10).fit(vectors, y)
+    assert (vectors_only.predict(test_vectors) == test_y).mean() < 0.5  # what the vectors alone manage
+
+
+def test_columns_follow_the_label_order():
+    texts, vectors, y = product_dataset(120, seed=2)
+    head = train_fine_tuned_head(labels=LABELS, texts=texts, vectors=vectors, y=y)
+    assert head.labels == LABELS
+    proba = head.predict_proba(vectors[:3], ["Plumbix bill", "Zyntrax down", "Kestrio crashes"])
+    assert list(proba.argmax(axis=1)) == [1, 0, 2]
+
+
+def test_calibrated_on_held_out_data():
+    labels, texts, vectors, y = gaussian_dataset(1200, seed=0)
+    head = train_fine_tuned_head(labels=labels, texts=texts, vectors=vectors, y=y)
+    calibration = head.details["calibration"]
+    assert calibration["ece_after"] < calibration["ece_before"]
+    _, test_texts, test_vectors, test_y = gaussian_dataset(3000, seed=5)
+    proba = head.predict_proba(test_vectors, test_texts)
+    accuracy = (proba.argmax(axis=1) == test_y).mean()
+    assert 0.7 < accuracy < 0.95  # a task with real uncertainty, so calibration matters
+    assert expected_calibration_error(test_y, proba) < 0.05
+    raw = np.exp(head.decision_scores(test_vectors, test_texts))
+    assert expected_calibration_error(test_y, raw / raw.sum(axis=1, keepdims=True)) > expected_calibration_error(test_y, proba)
+
+
+def test_out_of_fold_probabilities_cover_every_training_record():
+    texts, vectors, y = product_dataset(150, seed=3)
+    head = train_fine_tuned_head(labels=LABELS, texts=texts, vectors=vectors, y=y)
+    assert head.out_of_fold_proba.shape == (150, 3)
+    assert (head.out_of_fold_proba.argmax(axis=1) == y).mean() > 0.9
+    assert head.details["calibration"]["cross_validated_accuracy"] > 0.9
+
+
+def test_pickle_round_trip_predicts_the_same_and_drops_training_leftovers():
+    texts, vectors, y = product_dataset(150, seed=4)
+    head = train_fine_tuned_head(labels=LABELS, texts=texts, vectors=vectors, y=y)
+    restored = pickle.loads(pickle.dumps(head))
+    np.testing.assert_array_equal(restored.predict_proba(vectors, texts), head.predict_proba(vectors, texts))
+    assert restored.out_of_fold_proba is None
+    assert restored.details == head.details
+
+
+def test_same_seed_same_model():
+    texts, vectors, y = product_dataset(150, seed=6)
+    first = train_fine_tuned_head(labels=LABELS, texts=texts, vectors=vectors, y=y, seed=3)
+    second = train_fine_tuned_head(labels=LABELS, texts=texts, vectors=vectors, y=y, seed=3)
+    np.testing.assert_array_equal(first.predict_proba(vectors, texts), second.predict_proba(vectors, texts))
+
+
+def test_two_labels():
+    texts, vectors, y = product_dataset(200, seed=7)
+    keep = y < 2
+    texts = [t for t, k in zip(texts, keep) if k]
+    head = train_fine_tuned_head(labels=LABELS[:2], texts=texts, vectors=vectors[keep], y=y[keep])
+    proba = head.predict_proba(vectors[:2], ["Qorvel again", "Vantrel invoice"])
+    assert list(proba.argmax(axis=1)) == [0, 1]
+    assert proba.max(axis=1).min() > 0.5
+
+
+def test_too_few_examples_names_the_labels():
+    texts, vectors, y = product_dataset(60, seed=8)
+    y = np.where(y == 2, 0, y)
+    y[0] = 2  # "App": one example
+    labels = LABELS + ["Shipping"]  # no example at all
+    with pytest.raises(TooFewExamples) as error:
+        train_fine_tuned_head(labels=labels, texts=texts, vectors=vectors, y=y)
+    assert error.value.short_classes == {"App": 1, "Shipping": 0}
+    assert "'App' (1)" in str(error.value) and "'Shipping' (0)" in str(error.value)
+
+
+def test_texts_are_required_at_prediction():
+    texts, vectors, y = product_dataset(60, seed=9)
+    head = train_fine_tuned_head(labels=LABELS, texts=texts, vectors=vectors, y=y)
+    with pytest.raises(ValueError, match="texts"):
+        head.predict_proba(vectors)
+
+
+def test_mismatched_inputs_are_refused():
+    texts, vectors, y = product_dataset(60, seed=10)
+    with pytest.raises(ValueError, match="must match"):
+        train_fine_tuned_head(labels=LABELS, texts=texts[:-1], vectors=vectors, y=y)
+
+
+def test_progress_reaches_one():
+    texts, vectors, y = product_dataset(90, seed=11)
+    seen = []
+    train_fine_tuned_head(labels=LABELS, texts=texts, vectors=vectors, y=y, progress=seen.append)
+    assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) >= 3
