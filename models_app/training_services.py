@@ -245,10 +245,15 @@ def _train_and_store(*, job: Job, model: ClassificationModel) -> ModelVersion:
         proba = head.predict_proba(vectors[[row for _, row, _ in held_out]], held_out_texts)
         evaluation = "holdout"
     elif len(train) >= 2:
-        y_true = y_train
-        proba = cross_validated_proba(make_head=make_head, vectors=train_vectors, y=y_train, n_classes=len(labels),
-                                      texts=train_texts, seed=0)
-        evaluation = "cross-validation"
+        y_true, evaluation = y_train, "cross-validation"
+        try:
+            proba = cross_validated_proba(make_head=make_head, vectors=train_vectors, y=y_train, n_classes=len(labels),
+                                          texts=train_texts, seed=0)
+        except ValueError as exc:
+            # A fine-tuned head refuses a fold where some class has < 2 examples (TooFewExamples): with so few
+            # labels and no evaluation split there is no honest measurement, so the version has no metrics.
+            logger.info("no cross-validation for job %s: %s", job.id, exc)
+            y_true, proba, evaluation = None, None, None
     else:
         y_true, proba, evaluation = None, None, None
     metrics = curve = None
