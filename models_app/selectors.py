@@ -74,3 +74,30 @@ def version_detail_to_dict(version: ModelVersion) -> dict:
 
 def deployment_events(*, model: ClassificationModel, limit: int = 50) -> QuerySet[DeploymentEvent]:
     return model.deployment_events.select_related("user", "api_key")[:limit]
+
+
+def model_page(*, model: ClassificationModel) -> dict:
+    """Everything the model page shows, in a fixed number of queries."""
+    from labeling.models import Record
+
+    version = shown_version(model)
+    summary = version.summary if version else None
+    labels = []
+    total = sum(summary["distribution"].values()) if summary else 0
+    for label in model.labels:
+        count = summary["distribution"].get(label, 0) if summary else None
+        labels.append({"name": label, "description": model.label_descriptions.get(label, ""), "predicted": count,
+                       "share": (count / total) if summary and total else 0.0})
+    sample = []
+    if summary:
+        texts = dict(Record.objects.filter(dataset_id=model.dataset_id, row_index__in=[s["row_index"] for s in summary["sample"]])
+                     .values_list("row_index", "text"))
+        sample = [{**row, "text": texts.get(row["row_index"], "")} for row in summary["sample"]]
+    metrics = version.metrics if version else None
+    per_class = sorted(metrics.get("per_class", {}).items()) if metrics else []
+    return {
+        "model": model, "object": model_to_dict(model), "version": version, "labels": labels, "summary": summary,
+        "sample": sample, "metrics": metrics, "per_class": per_class,
+        "versions": list(versions_for_model(model=model).defer("threshold_curve", "details", "summary")),
+        "events": list(deployment_events(model=model)),
+    }

@@ -6,4 +6,9 @@ urlpatterns = [
     path("models/", views.model_list, name="model_list"),
     path("models/new/", views.model_create, name="model_create"),
     path("models/<int:model_id>/", views.model_detail, name="model_detail"),
+    path("models/<int:model_id>/predictions/", views.model_predictions, name="model_predictions"),
+    path("models/<int:model_id>/try/", views.model_try, name="model_try"),
+    path("models/<int:model_id>/deploy/", views.model_deploy, name="model_deploy"),
+    path("models/<int:model_id>/archive/", views.model_archive, name="model_archive"),
+    path("models/<int:model_id>/settings/", views.model_settings, name="model_settings"),
 ]

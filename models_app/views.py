@@ -1,23 +1,156 @@
-"""Browser pages for models."""
-from django.shortcuts import get_object_or_404, render
+"""Browser pages for models: registry, describe-and-classify form, model page with try-it box, deploy/archive."""
+from __future__ import annotations
 
+from django.conf import settings
+from django.contrib import messages
+from django.http import Http404, HttpResponseNotAllowed
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from labelf_studio.api import ApiError
 from labelf_studio.workspaces.permissions import workspace_role_required
+from labeling.models import Dataset, DatasetStatus
 
-from .models import ClassificationModel
+from . import inference, selectors, services
+from .models import ModelStatus
+
+
+def _model_or_404(request, model_id: int):
+    model = selectors.model_get(workspace=request.current_workspace, model_id=model_id)
+    if model is None:
+        raise Http404("Model not found")
+    return model
 
 
 @workspace_role_required("annotator")
 def model_list(request):
-    models = ClassificationModel.objects.filter(workspace=request.current_workspace)
-    return render(request, "models_app/model_list.html", {"models": models})
+    models = selectors.models_for_workspace(workspace=request.current_workspace)
+    rows = [{"model": model, "object": selectors.model_to_dict(model)} for model in models]
+    return render(request, "models_app/model_list.html", {"rows": rows})
 
 
-@workspace_role_required("annotator")
-def model_detail(request, model_id: int):
-    model = get_object_or_404(ClassificationModel, pk=model_id, workspace=request.current_workspace)
-    return render(request, "models_app/model_detail.html", {"model": model})
+def _label_rows_from_post(post) -> list[dict]:
+    """The form's label rows (in their order) followed by the pasted labels, one per line."""
+    rows = []
+    for name, description in zip(post.getlist("label_name"), post.getlist("label_description")):
+        if name.strip() or description.strip():
+            rows.append({"name": name.strip(), "description": description.strip()})
+    for line in post.get("pasted_labels", "").splitlines():
+        if line.strip():
+            rows.append({"name": line.strip(), "description": ""})
+    return rows
 
 
 @workspace_role_required("lead")
 def model_create(request):
-    return render(request, "models_app/model_create.html", {})
+    datasets = Dataset.objects.filter(workspace=request.current_workspace, status=DatasetStatus.READY)
+    context = {"datasets": datasets, "rows": [{"name": "", "description": ""}] * 3, "error": None, "values": {}}
+    if request.method == "POST":
+        rows = _label_rows_from_post(request.POST)
+        context.update(rows=rows or context["rows"], values=request.POST)
+        dataset = datasets.filter(pk=request.POST.get("dataset") or 0).first() if request.POST.get("dataset", "").isdigit() else None
+        if dataset is None:
+            context["error"] = "Choose a ready dataset."
+        else:
+            try:
+                model = services.model_create(workspace=request.current_workspace, dataset=dataset,
+                                              name=request.POST.get("name", ""), labels=rows, user=request.user)
+            except ApiError as exc:
+                context["error"] = exc.message
+            else:
+                messages.success(request, f"Model “{model.name}” is ready: version 1 classifies from your descriptions.")
+                return redirect("model_detail", model_id=model.id)
+        return render(request, "models_app/model_create.html", context, status=400)
+    elif request.method != "GET":
+        return HttpResponseNotAllowed(["GET", "POST"])
+    return render(request, "models_app/model_create.html", context)
+
+
+def _detail_context(request, model) -> dict:
+    context = selectors.model_page(model=model)
+    context["can_try"] = model.status != ModelStatus.ARCHIVED and context["version"] is not None
+    return context
+
+
+@workspace_role_required("annotator")
+def model_detail(request, model_id: int):
+    model = _model_or_404(request, model_id)
+    return render(request, "models_app/model_detail.html", _detail_context(request, model))
+
+
+@workspace_role_required("annotator")
+def model_predictions(request, model_id: int):
+    """The sample predictions and predicted label distribution (polled by the page until computed)."""
+    model = _model_or_404(request, model_id)
+    context = _detail_context(request, model)
+    template = "models_app/partials/_predictions.html" if request.htmx else "models_app/model_detail.html"
+    return render(request, template, context)
+
+
+@workspace_role_required("annotator")
+@require_POST
+def model_try(request, model_id: int):
+    """The lead's preview: classifies one text with the version the page shows; not inference, no quota."""
+    model = _model_or_404(request, model_id)
+    version = selectors.shown_version(model)
+    text = request.POST.get("text", "")
+    result = {"text": text, "error": None, "prediction": None}
+    if model.status == ModelStatus.ARCHIVED or version is None:
+        result["error"] = "This model is archived; deploy it again to try it."
+    elif not text.strip():
+        result["error"] = "Type a text to classify."
+    elif len(text) > settings.LABELF["MAX_TEXT_CHARS"]:
+        result["error"] = f"At most {settings.LABELF['MAX_TEXT_CHARS']} characters."
+    else:
+        prediction = inference.classify(version=version, texts=[text], threshold=model.confidence_threshold)[0]
+        prediction["ranked"] = sorted(prediction["scores"].items(), key=lambda item: -item[1])
+        result["prediction"] = prediction
+    if request.htmx:
+        return render(request, "models_app/partials/_try_result.html", {"try": result, "model": model})
+    context = _detail_context(request, model)
+    context["try"] = result
+    return render(request, "models_app/model_detail.html", context)
+
+
+@workspace_role_required("admin")
+@require_POST
+def model_deploy(request, model_id: int):
+    model = _model_or_404(request, model_id)
+    raw = request.POST.get("version", "")
+    try:
+        services.model_deploy(model=model, version=int(raw) if raw.isdigit() else None, user=request.user)
+    except ApiError as exc:
+        messages.error(request, exc.message)
+    else:
+        model.refresh_from_db()
+        pinned = f"pinned to version {model.pinned_version}" if model.pinned_version else "following its newest version"
+        messages.success(request, f"Deployed: the API now serves version {model.served_version.number} ({pinned}).")
+    return redirect("model_detail", model_id=model.id)
+
+
+@workspace_role_required("admin")
+@require_POST
+def model_archive(request, model_id: int):
+    model = _model_or_404(request, model_id)
+    services.model_archive(model=model, user=request.user)
+    messages.success(request, "Archived: inference answers 409 MODEL_ARCHIVED until the model is deployed again.")
+    return redirect("model_detail", model_id=model.id)
+
+
+@workspace_role_required("lead")
+@require_POST
+def model_settings(request, model_id: int):
+    model = _model_or_404(request, model_id)
+    try:
+        threshold = float(request.POST.get("confidence_threshold", ""))
+    except ValueError:
+        messages.error(request, "The confidence threshold must be a number between 0 and 1.")
+        return redirect("model_detail", model_id=model.id)
+    try:
+        services.model_update(model=model, name=request.POST.get("name") or None, confidence_threshold=threshold,
+                              user=request.user)
+    except ApiError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, "Saved.")
+    return redirect("model_detail", model_id=model.id)
