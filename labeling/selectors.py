@@ -8,7 +8,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 from django.core.files.storage import default_storage
-from django.db.models import Count, QuerySet
+from django.db.models import Count, QuerySet, TextField
+from django.db.models.functions import Cast
 from django.db.models.fields.json import KeyTextTransform
 
 from .models import Dataset, DatasetStatus, Job, JobKind, JobStatus, Record
@@ -95,8 +96,8 @@ def record_list(*, dataset: Dataset, filters: RecordFilters = RecordFilters()) -
         records = records.filter(split=filters.split)
     if filters.metadata_key and filters.metadata_value is not None:
         # A transform instead of a `metadata__<key>` lookup: the key comes from the user and may contain "__".
-        records = records.annotate(_metadata_value=KeyTextTransform(filters.metadata_key, "metadata")).filter(
-            _metadata_value=filters.metadata_value)
+        value = Cast(KeyTextTransform(filters.metadata_key, "metadata"), TextField())
+        records = records.annotate(_metadata_value=value).filter(_metadata_value=filters.metadata_value)
     if filters.q:
         records = records.filter(text__icontains=filters.q)
     return records.order_by("row_index")

@@ -111,7 +111,8 @@ def _queue_import(job: Job) -> None:
         _import_failed(job_id=job.id, message=f"Could not queue the import (is the task queue running?): {exc}")
 
 
-def _dataset_start_import(*, workspace, name: str, storage_name: str, fmt: str, user=None) -> Dataset:
+def _dataset_start_import(*, workspace, name: str, storage_name: str, fmt: str, user=None,
+                          queue_import: bool = True) -> Dataset:
     with transaction.atomic():
         dataset = Dataset.objects.create(
             workspace=workspace, name=name, status=DatasetStatus.PROCESSING, phase="queued",
@@ -121,7 +122,8 @@ def _dataset_start_import(*, workspace, name: str, storage_name: str, fmt: str, 
             workspace=workspace, kind=JobKind.IMPORT, dataset=dataset, created_by=dataset.created_by,
             params={"path": storage_name, "format": fmt, "first_row": 0},
         )
-        transaction.on_commit(lambda: _queue_import(job))
+        if queue_import:
+            transaction.on_commit(lambda: _queue_import(job))
     return dataset
 
 
@@ -139,14 +141,18 @@ def dataset_create_from_upload(*, workspace, name: str, uploaded_file, user=None
     return _dataset_start_import(workspace=workspace, name=name, storage_name=storage_name, fmt=fmt, user=user)
 
 
-def dataset_create_from_path(*, workspace, name: str, path, user=None) -> Dataset:
-    """Copies a local CSV/JSONL file into storage and queues its import (seed_demo, import_dataset)."""
+def dataset_create_from_path(*, workspace, name: str, path, user=None, queue_import: bool = True) -> Dataset:
+    """Copies a local CSV/JSONL file into storage and queues its import (seed_demo, import_dataset).
+
+    `queue_import=False` leaves the import job queued for the caller to run (`import_dataset` runs it in-process).
+    """
     path = Path(path)
     fmt = detect_format(path.name)
     with path.open("rb") as stream:
         _check_file_head(stream, fmt)
         storage_name = default_storage.save(_upload_name(workspace_id=workspace.id, client_name=path.name), File(stream))
-    return _dataset_start_import(workspace=workspace, name=name, storage_name=storage_name, fmt=fmt, user=user)
+    return _dataset_start_import(workspace=workspace, name=name, storage_name=storage_name, fmt=fmt, user=user,
+                                 queue_import=queue_import)
 
 
 def _records_to_jsonl(records: object, *, field: str = "records") -> bytes:
