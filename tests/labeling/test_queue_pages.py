@@ -1,0 +1,130 @@
+"""The labeling page's endpoints (session auth) and the training panel."""
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from labeling.models import Annotation, Job, Record, Recommendation
+from labeling.queue import queue_recompute
+from models_app.models import ClassificationModel, ModelStatus
+from tests.factories import make_user
+from tests.training.helpers import fresh_caches, random_setup  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def model(workspace):
+    model, _ = random_setup(workspace, n=60)
+    queue_recompute(model=model)
+    return model
+
+
+def browser(user):
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def record_id_of(html: str) -> int:
+    marker = 'data-record-id="'
+    start = html.index(marker) + len(marker)
+    return int(html[start:html.index('"', start)])
+
+
+def test_the_page_shows_one_leased_record_escaped_with_prediction_reason_and_keys(model, annotator_user):
+    response = browser(annotator_user).get(f"/models/{model.id}/label/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    head = Recommendation.objects.filter(model=model).order_by("position").first()
+    assert record_id_of(html) == head.record_id
+    assert Recommendation.objects.get(pk=head.pk).leased_to == annotator_user
+    assert "&lt;b&gt;&amp;&lt;/b&gt;" in html and "<b>&</b>" not in html  # the text is escaped
+    assert head.predicted_label in html and f"{round(head.confidence * 100)}% confident" in html
+    assert f'data-reason="{head.reason}"' in html
+    for i, label in enumerate(model.labels):
+        assert f'data-label="{label}" data-key="{i + 1}"' in html
+    assert "labeling.js" in html and "<script>" not in html  # no inline script (CSP)
+    assert 'id="count-session"' in html and 'id="model-version">1<' in html
+
+
+def test_next_skips_what_the_page_holds_and_submit_stores_the_label_with_its_duration(model, annotator_user):
+    client = browser(annotator_user)
+    first = record_id_of(client.get(f"/models/{model.id}/label/").content.decode())
+    second = record_id_of(client.get(f"/models/{model.id}/label/next/", {"exclude": str(first)}).content.decode())
+    assert second != first
+    answer = client.post(f"/models/{model.id}/label/submit/", {"record_id": first, "label": model.labels[1], "duration_ms": "2345"})
+    assert answer.status_code == 200
+    assert answer.json()["labeled_total"] == 1 and answer.json()["stats"]["version"] == 1
+    annotation = Annotation.objects.get(record_id=first)
+    assert annotation.user == annotator_user and annotation.duration_ms == 2345 and annotation.label == model.labels[1]
+    bad = client.post(f"/models/{model.id}/label/submit/", {"record_id": second, "label": "nope"})
+    assert bad.status_code == 400 and bad.json()["error_code"] == "INVALID_FIELD"
+
+
+def test_skip_releases_and_undo_shows_the_record_again(model, annotator_user):
+    client = browser(annotator_user)
+    first = record_id_of(client.get(f"/models/{model.id}/label/").content.decode())
+    assert client.post(f"/models/{model.id}/label/skip/", {"record_id": first}).json() == {"released": True}
+    assert Recommendation.objects.get(model=model, record_id=first).leased_to is None
+    second = record_id_of(client.get(f"/models/{model.id}/label/next/").content.decode())
+    assert second != first
+    client.post(f"/models/{model.id}/label/submit/", {"record_id": second, "label": model.labels[0]})
+    undone = client.post(f"/models/{model.id}/label/undo/")
+    assert undone.status_code == 200 and record_id_of(undone.content.decode()) == second
+    record = Record.objects.get(pk=second)
+    assert record.label is None
+    assert list(Annotation.objects.filter(record=record).values_list("is_current", flat=True)) == [False]
+    assert Recommendation.objects.get(model=model, record=record).leased_to == annotator_user
+    assert client.post(f"/models/{model.id}/label/undo/").status_code == 204  # nothing left to undo
+
+
+def test_undo_restores_the_previous_label(model, annotator_user, lead_user):
+    record = Record.objects.filter(dataset=model.dataset).first()
+    browser(lead_user).post(f"/models/{model.id}/label/submit/", {"record_id": record.id, "label": model.labels[0]})
+    client = browser(annotator_user)
+    client.post(f"/models/{model.id}/label/submit/", {"record_id": record.id, "label": model.labels[2]})
+    assert client.post(f"/models/{model.id}/label/undo/").status_code == 204  # relabeled: nothing to show
+    record.refresh_from_db()
+    assert record.label == model.labels[0]
+    assert Annotation.objects.get(record=record, is_current=True).user == lead_user
+
+
+def test_pages_need_a_member_of_the_models_workspace(model, other_workspace, annotator_user):
+    outsider = make_user(other_workspace, "admin")
+    assert browser(outsider).get(f"/models/{model.id}/label/").status_code == 404
+    assert browser(outsider).post(f"/models/{model.id}/label/submit/", {"record_id": 1, "label": "x"}).status_code == 404
+    assert Client().get(f"/models/{model.id}/label/").status_code == 302  # to the login page
+
+
+def test_an_archived_model_cannot_be_labeled_in_the_browser(model, annotator_user):
+    ClassificationModel.objects.filter(pk=model.pk).update(status=ModelStatus.ARCHIVED)
+    client = browser(annotator_user)
+    assert "archived" in client.get(f"/models/{model.id}/label/").content.decode()
+    record = Record.objects.filter(dataset=model.dataset).first()
+    answer = client.post(f"/models/{model.id}/label/submit/", {"record_id": record.id, "label": model.labels[0]})
+    assert answer.status_code == 409 and answer.json()["error_code"] == "MODEL_ARCHIVED"
+
+
+def test_training_panel_shows_the_curve_and_only_a_lead_can_train(model, annotator_user, lead_user,
+                                                                  django_capture_on_commit_callbacks):
+    panel = browser(annotator_user).get(f"/models/{model.id}/training/", HTTP_HX_REQUEST="true")
+    assert panel.status_code == 200 and "Retrain now" not in panel.content.decode()
+    assert browser(annotator_user).post(f"/models/{model.id}/training/", {"type": "active-learning"}).status_code == 403
+    assert not Job.objects.filter(kind="train").exists()
+
+    records = list(Record.objects.filter(dataset=model.dataset).order_by("row_index")[:12])
+    for i, record in enumerate(records):
+        Record.objects.filter(pk=record.pk).update(label=model.labels[i % 3])
+    lead = browser(lead_user)
+    assert "Retrain now" in lead.get(f"/models/{model.id}/training/").content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = lead.post(f"/models/{model.id}/training/", {"type": "active-learning"}, HTTP_HX_REQUEST="true")
+    assert answer.status_code == 200 and "queued" in answer.content.decode()
+    html = lead.get(f"/models/{model.id}/training/", HTTP_HX_REQUEST="true").content.decode()
+    assert 'id="learning-curve"' in html and "<polyline" in html and 'id="stopping-signal"' in html
+    assert "hx-trigger=\"every 3s\"" not in html  # the job finished: polling stops
+    Record.objects.filter(dataset=model.dataset, label=model.labels[2]).update(label=None)
+    short = lead.post(f"/models/{model.id}/training/", {"type": "fine-tuned"}, HTTP_HX_REQUEST="true")
+    assert short.status_code == 400 and model.labels[2] in short.content.decode()
+    assert Job.objects.filter(kind="train").count() == 1
