@@ -172,8 +172,10 @@ def _training_context(request: HttpRequest, model: ClassificationModel, message:
 
 
 def _render_training(request: HttpRequest, context: dict, status: int = 200):
-    template = "labeling/label_training.html" if request.htmx else "labeling/label_training_page.html"
-    return render(request, template, context, status=status)
+    if request.htmx:
+        # htmx swaps only 2xx answers; the panel itself shows the error.
+        return render(request, "labeling/label_training.html", context)
+    return render(request, "labeling/label_training_page.html", context, status=status)
 
 
 @workspace_role_required("annotator")

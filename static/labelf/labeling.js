@@ -7,7 +7,7 @@
   var root = null;
   var current = null;        // the <article> on screen
   var shownAt = 0;           // performance.now() when it appeared: duration_ms of the label
-  var prefetched = null;     // the next <article>, already leased
+  var ahead = [];           // the next <article>s, already leased, in the order they will be shown
   var prefetching = null;    // the pending prefetch promise
   var history = [];          // [{article, label}] labeled this session, newest last (for undo)
   var inFlight = {};         // record ids whose label is being submitted
@@ -40,7 +40,7 @@
 
   function heldIds() {
     var ids = Object.keys(inFlight);
-    [current, prefetched].forEach(function (a) { var id = recordId(a); if (id) { ids.push(String(id)); } });
+    [current].concat(ahead).forEach(function (a) { var id = recordId(a); if (id) { ids.push(String(id)); } });
     return ids.join(",");
   }
 
@@ -58,10 +58,10 @@
   }
 
   function prefetch() {
-    if (prefetched || prefetching) { return; }
+    if (ahead.length || prefetching) { return; }
     prefetching = fetchNext().then(function (article) {
       prefetching = null;
-      if (recordId(article)) { prefetched = article; }
+      if (recordId(article)) { ahead.push(article); }
       return article;
     }, function () { prefetching = null; });
   }
@@ -90,16 +90,13 @@
   }
 
   function advance() {
-    if (prefetched) {
-      var next = prefetched;
-      prefetched = null;
-      show(next);
+    if (ahead.length) {
+      show(ahead.shift());
       return Promise.resolve();
     }
     var pending = prefetching || fetchNext();
     return pending.then(function (article) {
-      var next = prefetched || article;
-      prefetched = null;
+      var next = ahead.length ? ahead.shift() : article;
       if (next) { show(next); }
     });
   }
@@ -148,7 +145,7 @@
           history.pop();
           updateCounter();
           status("Not saved: " + (answer.body.message || "error") + ". The record is shown again.", true);
-          if (prefetched === null && recordId(current)) { prefetched = current; }
+          if (recordId(current)) { ahead.unshift(current); }
           show(labeled);
           return;
         }
@@ -159,6 +156,7 @@
         sessionCount -= 1;
         history.pop();
         updateCounter();
+        if (recordId(current)) { ahead.unshift(current); }
         show(labeled);
       });
   }
@@ -189,8 +187,8 @@
           if (!html) { status("Nothing to undo."); return; }
           var article = parseArticle(html);
           if (history.length) { history.pop(); sessionCount = Math.max(0, sessionCount - 1); updateCounter(); }
-          // The record on screen stays leased to us: it comes back after the undone one.
-          if (recordId(current) && !prefetched) { prefetched = current; }
+          // The record on screen stays leased to us: it comes back right after the undone one.
+          if (recordId(current)) { ahead.unshift(current); }
           show(article);
           status("Undone: label this record again.");
           refreshStats();

@@ -125,6 +125,8 @@ def test_training_panel_shows_the_curve_and_only_a_lead_can_train(model, annotat
     assert 'id="learning-curve"' in html and "<polyline" in html and 'id="stopping-signal"' in html
     assert "hx-trigger=\"every 3s\"" not in html  # the job finished: polling stops
     Record.objects.filter(dataset=model.dataset, label=model.labels[2]).update(label=None)
-    short = lead.post(f"/models/{model.id}/training/", {"type": "fine-tuned"}, HTTP_HX_REQUEST="true")
+    short = lead.post(f"/models/{model.id}/training/", {"type": "fine-tuned"})
     assert short.status_code == 400 and model.labels[2] in short.content.decode()
+    in_panel = lead.post(f"/models/{model.id}/training/", {"type": "fine-tuned"}, HTTP_HX_REQUEST="true")
+    assert in_panel.status_code == 200 and "error-text" in in_panel.content.decode()
     assert Job.objects.filter(kind="train").count() == 1

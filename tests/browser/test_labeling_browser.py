@@ -1,0 +1,73 @@
+"""An annotator labels records by keyboard, undoes one and skips one, in Chromium."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from labeling.models import Annotation, Record, Recommendation
+from labeling.queue import queue_recompute
+from tests.training.helpers import fresh_caches, random_setup  # noqa: F401  (fixture)
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+# Chromium's launch arguments come from tests/browser/conftest.py (browser_type_launch_args).
+
+
+def shown_record(page) -> int:
+    return int(page.locator("#label-record").get_attribute("data-record-id"))
+
+
+def wait_for_new_record(page, previous: int) -> int:
+    expect(page.locator("#label-record")).not_to_have_attribute("data-record-id", str(previous))
+    return shown_record(page)
+
+
+def test_annotator_labels_by_keyboard_undoes_and_skips(login, live_server, workspace, annotator_user):
+    model, _ = random_setup(workspace, n=300)
+    queue_recompute(model=model)
+    page = login(annotator_user.username)
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{live_server.url}/models/{model.id}/label/")
+    expect(page.locator("#labeling")).to_have_attribute("data-ready", "1")
+    expect(page.locator("#label-record .label-prediction")).to_be_visible()
+
+    first = shown_record(page)
+    predicted_second = None
+    page.keyboard.press("1")  # first label
+    second = wait_for_new_record(page, first)
+    predicted_second = page.locator("#label-record").get_attribute("data-predicted")
+    page.keyboard.press("Enter")  # accept the prediction
+    third = wait_for_new_record(page, second)
+    page.keyboard.press("3")
+    fourth = wait_for_new_record(page, third)
+    expect(page.locator("#count-session")).to_have_text("3")
+    expect(page.locator("#count-total")).to_have_text("3")
+
+    page.keyboard.press("u")  # undo the last label: the third record comes back
+    expect(page.locator("#label-record")).to_have_attribute("data-record-id", str(third))
+    expect(page.locator("#count-session")).to_have_text("2")
+    page.keyboard.press("2")  # label it again, differently
+    after_relabel = wait_for_new_record(page, third)
+    assert after_relabel == fourth  # the record that was on screen before the undo
+
+    page.keyboard.press("s")  # skip it
+    fifth = wait_for_new_record(page, fourth)
+    page.keyboard.press("?")
+    expect(page.locator("#label-help")).to_be_visible()
+    expect(page.locator("#count-session")).to_have_text("3")
+
+    labels = dict(Record.objects.filter(id__in=[first, second, third]).values_list("id", "label"))
+    assert labels == {first: model.labels[0], second: predicted_second, third: model.labels[1]}
+    history = list(Annotation.objects.filter(record_id=third).order_by("created_at", "id")
+                   .values_list("label", "is_current"))
+    assert history == [(model.labels[2], False), (model.labels[1], True)]
+    assert all(a.duration_ms is not None and a.user_id == annotator_user.id for a in Annotation.objects.all())
+    skipped = Recommendation.objects.get(model=model, record_id=fourth)
+    assert skipped.leased_to_id is None and Record.objects.get(pk=fourth).label is None
+    assert Recommendation.objects.get(model=model, record_id=fifth).leased_to_id == annotator_user.id
+    assert not errors
+    assert re.search(r"\d", page.locator("#count-rate").inner_text())
