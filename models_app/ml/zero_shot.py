@@ -117,10 +117,10 @@ def build_zero_shot_head(
 
     pool = np.zeros((0, vectors.shape[1]), dtype=np.float32)
     if pool_vectors is not None and len(pool_vectors):
-        pool = np.asarray(pool_vectors, dtype=np.float32).reshape(-1, vectors.shape[1])
+        pool = np.asarray(pool_vectors).reshape(-1, vectors.shape[1])  # no copy yet: it may be a 1M-row float16 store
         if len(pool) > MAX_POOL:  # the refined centroids are means: a 20k sample estimates them as well as 1M rows
             pool = pool[np.sort(np.random.default_rng(seed).choice(len(pool), MAX_POOL, replace=False))]
-        pool = _normalise_rows(pool)
+        pool = _normalise_rows(pool.astype(np.float32))
 
     rounds = REFINEMENT_ROUNDS if len(pool) and len(labels) > 1 else 0
     counts = np.zeros(len(labels), dtype=np.int64)
