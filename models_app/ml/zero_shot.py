@@ -64,8 +64,18 @@ class ZeroShotHead:
         self.details = details
 
     def predict_proba(self, vectors: np.ndarray, texts: Sequence[str] | None = None) -> np.ndarray:
-        vectors = np.asarray(vectors, dtype=np.float32).reshape(-1, self.label_vectors.shape[1])
+        vectors = _as_matrix(vectors, self.label_vectors.shape[1], "vectors").astype(np.float32, copy=False)
         return _softmax(vectors @ self.label_vectors.T, self.temperature)
+
+
+def _as_matrix(vectors: np.ndarray, width: int, name: str) -> np.ndarray:
+    """A (n, width) view; one 1-D vector counts as one row. Any other shape is refused, never reshaped."""
+    matrix = np.asarray(vectors)
+    if matrix.ndim == 1:
+        matrix = matrix[None, :]
+    if matrix.ndim != 2 or matrix.shape[1] != width:
+        raise ValueError(f"{name} must be (n, {width}); got shape {np.shape(vectors)}")
+    return matrix
 
 
 def _label_vectors(labels: list[str], descriptions: dict[str, str], embed: Callable[[list[str]], np.ndarray]):
@@ -117,7 +127,7 @@ def build_zero_shot_head(
 
     pool = np.zeros((0, vectors.shape[1]), dtype=np.float32)
     if pool_vectors is not None and len(pool_vectors):
-        pool = np.asarray(pool_vectors).reshape(-1, vectors.shape[1])  # no copy yet: it may be a 1M-row float16 store
+        pool = _as_matrix(pool_vectors, vectors.shape[1], "pool_vectors")  # no copy yet: it may be a 1M-row float16 store
         if len(pool) > MAX_POOL:  # the refined centroids are means: a 20k sample estimates them as well as 1M rows
             pool = pool[np.sort(np.random.default_rng(seed).choice(len(pool), MAX_POOL, replace=False))]
         pool = _normalise_rows(pool.astype(np.float32))

@@ -170,6 +170,16 @@ def test_details_are_json_serialisable_and_say_what_was_used():
     assert details["label_phrases"] == labels
 
 
+def test_vectors_of_the_wrong_width_are_refused_not_reshaped():
+    labels, embed, points, _, _ = clustered_problem()
+    head = build_zero_shot_head(labels=labels, descriptions={}, embed=embed)
+    with pytest.raises(ValueError):
+        head.predict_proba(np.concatenate([points, points], axis=1))  # 2 x DIM wide: would reshape into twice the rows
+    with pytest.raises(ValueError):
+        build_zero_shot_head(labels=labels, descriptions={}, embed=embed, pool_vectors=points[:, : DIM // 2])
+    np.testing.assert_array_equal(head.predict_proba(points[0]), head.predict_proba(points[:1]))
+
+
 def test_labels_must_be_present_and_unique():
     with pytest.raises(ValueError):
         build_zero_shot_head(labels=[], descriptions={}, embed=hashing_embed)
