@@ -16,8 +16,16 @@ mkdir -p var/broker/out var/broker/processed var/media
 WORKER_PID=$!
 stop() {
   trap - INT TERM EXIT
-  kill "$WORKER_PID" 2>/dev/null || true
-  kill "${WEB_PID:-}" 2>/dev/null || true
+  echo "Stopping the web server and the worker..."
+  kill -TERM "${WEB_PID:-}" "$WORKER_PID" 2>/dev/null || true
+  # The worker finishes its current task (tasks are acknowledged late, so a cut-off task is
+  # redelivered next time); after 10 s it is stopped hard.
+  for _ in $(seq 20); do
+    kill -0 "$WORKER_PID" 2>/dev/null || break
+    sleep 0.5
+  done
+  pkill -KILL -P "$WORKER_PID" 2>/dev/null || true
+  kill -KILL "${WEB_PID:-}" "$WORKER_PID" 2>/dev/null || true
   wait 2>/dev/null || true
 }
 trap stop INT TERM EXIT
