@@ -211,31 +211,67 @@ def dataset_records_append(*, dataset: Dataset, records: object, user=None) -> D
 
 # --- the import task -----------------------------------------------------------------------------
 
+class _RecordWriter:
+    """Inserts import rows in batches: COPY on PostgreSQL, one executemany per batch elsewhere.
+
+    `bulk_create` spends ~70 µs of CPU per row building model instances and preparing each value
+    (70 s per million rows on a 2-core machine); writing the columns directly takes a few µs. The
+    columns come from the model, and fields an import does not set get their prepared defaults.
+    """
+
+    GIVEN = ("dataset_id", "row_index", "text", "metadata", "label", "split")
+
+    def __init__(self, dataset_id: int):
+        fields = [f for f in Record._meta.concrete_fields if not f.primary_key]
+        by_attname = {f.attname: f for f in fields}
+        others = [f for f in fields if f.attname not in self.GIVEN]
+        self.columns = [by_attname[name].column for name in self.GIVEN] + [f.column for f in others]
+        self.defaults = tuple(f.get_db_prep_save(f.get_default(), connection) for f in others)
+        self.dataset_id = dataset_id
+        self.table = Record._meta.db_table
+        self.use_copy = connection.vendor == "postgresql"
+
+    def row(self, row_index: int, row) -> tuple:
+        return (self.dataset_id, row_index, row.text, json.dumps(row.metadata, ensure_ascii=False), row.label,
+                row.split, *self.defaults)
+
+    def write(self, rows: list[tuple]) -> None:
+        columns = ", ".join(f'"{c}"' for c in self.columns)
+        with connection.cursor() as cursor:
+            if self.use_copy:
+                with cursor.cursor.copy(f'COPY "{self.table}" ({columns}) FROM STDIN') as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            else:
+                placeholders = ", ".join(["%s"] * len(self.columns))
+                cursor.executemany(f'INSERT INTO "{self.table}" ({columns}) VALUES ({placeholders})', rows)
+
+
 def _insert_rows(*, dataset: Dataset, parser: DatasetParser, first_row: int, publish: _ProgressPublisher) -> int:
+    writer = _RecordWriter(dataset.id)
     row_index = first_row
-    batch: list[Record] = []
+    batch: list[tuple] = []
     for row in parser:
-        batch.append(Record(dataset_id=dataset.id, row_index=row_index, text=row.text, label=row.label,
-                            split=row.split, metadata=row.metadata))
+        batch.append(writer.row(row_index, row))
         row_index += 1
         if len(batch) >= INSERT_BATCH_ROWS:
-            Record.objects.bulk_create(batch)
+            writer.write(batch)
             batch = []
             publish(parser.bytes_read)
     if batch:
-        Record.objects.bulk_create(batch)
+        writer.write(batch)
     return row_index - first_row
 
 
 def _import_failed(*, job_id: int, message: str) -> None:
     now = timezone.now()
     with transaction.atomic():
-        job = Job.objects.select_for_update().select_related("dataset").filter(pk=job_id).first()
+        job = Job.objects.select_for_update().filter(pk=job_id).first()
         if job is None:
             return
         job.status, job.error, job.finished_at = JobStatus.FAILED, message, now
         job.save(update_fields=["status", "error", "finished_at"])
-        dataset = job.dataset
+        dataset = Dataset.objects.select_for_update().get(pk=job.dataset_id)
         if job.params.get("append"):
             # The records already there are intact: the dataset stays usable and says what failed.
             dataset.status, dataset.phase, dataset.progress = DatasetStatus.READY, "done", 1.0
@@ -319,7 +355,7 @@ def _chunk_rows(job: Job, chunk_index: int) -> tuple[int, int]:
 
 def _embed_failed(*, job_id: int, message: str) -> None:
     with transaction.atomic():
-        job = Job.objects.select_for_update().select_related("dataset").filter(pk=job_id).first()
+        job = Job.objects.select_for_update().filter(pk=job_id).first()
         if job is None or job.status in FINISHED:
             return
         job.status, job.error, job.finished_at = JobStatus.FAILED, message, timezone.now()
