@@ -108,7 +108,8 @@ def recommendations_lease(*, model, user=None, limit: int = 20, now: datetime | 
                 .select_related("record").order_by("position"))
         else:
             items = []
-        free_left = Recommendation.objects.filter(_free(now), model=model).count()
+        # Bounded count (COUNT over a LIMIT subquery): the cost does not grow with the queue's length.
+        free_left = Recommendation.objects.filter(_free(now), model=model)[:QUEUE_LOW_WATERMARK].count()
         if free_left < QUEUE_LOW_WATERMARK:
             queue_request_recompute(model=model, now=now)
     version = items[0].version if items else _latest_version_number(model)

@@ -10,7 +10,7 @@ from django.http import HttpRequest, JsonResponse
 from ninja import Router
 
 from labelf_studio.api import ApiError, ErrorOut, json_body, not_found, require_role
-from models_app import selectors as model_selectors
+from models_app.models import ClassificationModel
 from models_app.training_services import train_request
 
 from . import queue
@@ -21,7 +21,11 @@ ERRORS = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: Error
 
 
 def _model_or_404(request: HttpRequest, model_id: int):
-    model = model_selectors.model_get(workspace=request.workspace, model_id=model_id)
+    # Only the columns the labeling loop reads: the model object's versions carry large JSON (metrics,
+    # threshold curves) that the hot path would otherwise fetch and parse on every call.
+    model = (ClassificationModel.objects.filter(workspace=request.workspace, pk=model_id).select_related("latest_version")
+             .only("id", "workspace_id", "dataset_id", "status", "type", "labels", "retrain_every", "evaluation_share",
+                   "latest_version__id", "latest_version__number").first())
     if model is None:
         raise not_found("Model")
     return model
