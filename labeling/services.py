@@ -76,11 +76,11 @@ class _ProgressPublisher:
         self.callback = callback
         self.last_published = 0.0
 
-    def __call__(self, done_bytes: int, *, force: bool = False) -> None:
+    def __call__(self, done_bytes: int) -> None:
         if self.callback is not None:
             self.callback(done_bytes, self.total)
         now = time.monotonic()
-        if not force and now - self.last_published < PROGRESS_EVERY_SECONDS:
+        if now - self.last_published < PROGRESS_EVERY_SECONDS:
             return
         self.last_published = now
         fraction = min(done_bytes / self.total, 1.0)
@@ -267,7 +267,8 @@ def _import_failed(*, job_id: int, message: str) -> None:
     now = timezone.now()
     with transaction.atomic():
         job = Job.objects.select_for_update().filter(pk=job_id).first()
-        if job is None:
+        # A duplicate delivery that lost the race to a successful run must not undo it.
+        if job is None or job.status in FINISHED:
             return
         job.status, job.error, job.finished_at = JobStatus.FAILED, message, now
         job.save(update_fields=["status", "error", "finished_at"])
@@ -305,7 +306,6 @@ def dataset_import_run(*, job_id: int, on_progress: ProgressCallback | None = No
                     raise ImportFileError("The file has no records (only a header or blank lines)")
                 embed_job = _import_succeeded(job=job, dataset=dataset, parser=parser, first_row=first_row,
                                               inserted=inserted)
-            publish(parser.bytes_read, force=True)
     except ImportFileError as exc:
         _import_failed(job_id=job.id, message=str(exc))
         return None

@@ -177,3 +177,42 @@ def test_embedding_a_chunk_twice_counts_it_once(workspace, settings):
     texts = [r["text"] for r in records]
     for start in (0, 4, 8):  # each chunk holds its own rows, embedded as one batch
         assert np.allclose(vectors[start:start + 4], embed_texts(texts[start:start + 4]), atol=2e-3)
+
+
+# --- progress and failures after the upload ------------------------------------------------------------
+
+def test_progress_published_while_the_import_transaction_is_open(lead_api, workspace):
+    dataset = Dataset.objects.create(workspace=workspace, name="big", status="processing", phase="parsing")
+    job = Job.objects.create(workspace=workspace, kind="import", status="running", dataset=dataset)
+    publish = services._ProgressPublisher(dataset.id, total_bytes=1000, callback=None)
+    publish(400)
+    assert lead_api.get(f"/v2/jobs/{job.id}").json()["progress"] == 0.4
+    assert lead_api.get(f"/v2/datasets/{dataset.id}").json()["progress"] == 0.2  # parsing is the first half
+    publish.discard()
+    assert lead_api.get(f"/v2/jobs/{job.id}").json()["progress"] == 0.0
+
+
+def test_embedding_failure_fails_the_dataset(lead_api, upload, monkeypatch):
+    import labeling.embeddings
+
+    class Broken:
+        def embed(self, texts, batch_size=64):
+            raise RuntimeError("model file is corrupt")
+
+    monkeypatch.setattr(labeling.embeddings, "get_embedder", lambda: Broken())
+    dataset = Dataset.objects.get(pk=upload(lead_api, CUSTOMER_CSV).json()["id"])
+    assert dataset.status == "failed" and "Embedding failed" in dataset.error
+    assert "corrupt" not in dataset.error  # internals stay in the logs
+    assert Job.objects.get(dataset=dataset, kind="embed").status == "failed"
+
+
+def test_broker_down_fails_the_dataset_instead_of_leaving_it_queued(lead_api, upload, monkeypatch):
+    from labeling import tasks
+
+    def refuse(*args, **kwargs):
+        raise ConnectionError("broker unreachable")
+
+    monkeypatch.setattr(tasks.dataset_import, "delay", refuse)
+    dataset = Dataset.objects.get(pk=upload(lead_api, CUSTOMER_CSV).json()["id"])
+    assert dataset.status == "failed" and "Could not queue the import" in dataset.error
+    assert not Record.objects.filter(dataset=dataset).exists()
