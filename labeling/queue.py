@@ -51,23 +51,6 @@ def _free(now: datetime) -> Q:
     return Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
 
 
-def iso(value):
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
-
-
-def record_object(record: Record) -> dict:
-    """The contract's record object."""
-    return {"id": record.id, "dataset_id": record.dataset_id, "text": record.text, "metadata": record.metadata or {},
-            "label": record.label, "split": record.split}
-
-
-def job_object(job: Job) -> dict:
-    """The contract's job object."""
-    return {"id": job.id, "kind": job.kind, "status": job.status, "progress": round(float(job.progress), 4),
-            "error": job.error, "result": job.result or {}, "created_at": iso(job.created_at),
-            "finished_at": iso(job.finished_at)}
-
-
 def _check_not_archived(model) -> None:
     from models_app.models import ModelStatus
 

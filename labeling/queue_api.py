@@ -14,6 +14,7 @@ from models_app.models import ClassificationModel
 from models_app.training_services import train_request
 
 from . import queue
+from .selectors import iso_utc, job_to_dict, record_to_dict
 
 router = Router(tags=["labeling"])
 
@@ -46,9 +47,9 @@ def recommendations(request: HttpRequest, model_id: int, limit: int = 20):
     model = _model_or_404(request, model_id)
     lease = queue.recommendations_lease(model=model, user=request.api_key.user, limit=limit)
     return {
-        "data": [{"record": queue.record_object(item.record), "score": round(item.score, 6), "reason": item.reason,
+        "data": [{"record": record_to_dict(item.record), "score": round(item.score, 6), "reason": item.reason,
                   "prediction": {"label": item.predicted_label or None, "confidence": round(item.confidence, 6)},
-                  "version": item.version, "lease_expires_at": queue.iso(item.lease_expires_at)}
+                  "version": item.version, "lease_expires_at": iso_utc(item.lease_expires_at)}
                  for item in lease.items],
         "version": lease.version,
     }
@@ -86,4 +87,4 @@ def train(request: HttpRequest, model_id: int):
     if train_type is None:
         raise ApiError(400, "MISSING_REQUIRED_FIELD", "type field is required")
     job, _ = train_request(model=model, type=train_type, user=request.api_key.user, api_key=request.api_key)
-    return JsonResponse(queue.job_object(job), status=202)
+    return JsonResponse(job_to_dict(job), status=202)

@@ -116,7 +116,10 @@ def test_a_failing_train_fails_the_job_and_the_previous_version_keeps_serving(mo
                                                                               django_capture_on_commit_callbacks):
     model_deploy(model=model)
 
+    status_while_training = []
+
     def broken(**kwargs):
+        status_while_training.append(ClassificationModel.objects.get(pk=model.pk).status)
         raise RuntimeError("the head could not be fitted")
 
     monkeypatch.setattr("models_app.ml.training.train_active_learning_head", broken)
@@ -124,6 +127,7 @@ def test_a_failing_train_fails_the_job_and_the_previous_version_keeps_serving(mo
         job, _ = train_request(model=model, type="active-learning")
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED and "the head could not be fitted" in job.error
+    assert status_while_training == [ModelStatus.TRAINING]
     model.refresh_from_db()
     assert model.status == ModelStatus.DEPLOYED and model.served_version.number == 1
     assert model.versions.count() == 1 and model.type == ModelType.DESCRIBE_AND_CLASSIFY
