@@ -130,3 +130,13 @@ def test_training_panel_shows_the_curve_and_only_a_lead_can_train(model, annotat
     in_panel = lead.post(f"/models/{model.id}/training/", {"type": "fine-tuned"}, HTTP_HX_REQUEST="true")
     assert in_panel.status_code == 200 and "error-text" in in_panel.content.decode()
     assert Job.objects.filter(kind="train").count() == 1
+
+
+def test_a_large_label_set_gets_a_filter_box_instead_of_keys(workspace, annotator_user):
+    labels = tuple(f"intent_{i:02d}" for i in range(40))
+    model, _ = random_setup(workspace, n=80, labels=labels)
+    queue_recompute(model=model)
+    html = browser(annotator_user).get(f"/models/{model.id}/label/").content.decode()
+    assert 'id="label-filter"' in html and 'data-filter-mode="1"' in html
+    assert 'data-label="intent_00" data-key="1"' in html and 'data-label="intent_39" data-key=""' in html
+    assert 'data-key="s"' not in html and 'data-key="u"' not in html  # the command keys stay free

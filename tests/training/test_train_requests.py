@@ -170,3 +170,34 @@ def test_type_stays_describe_and_classify_until_every_label_has_two_training_lab
     version = model.versions.get(number=2)
     assert version.type == ModelType.ACTIVE_LEARNING and model.type == ModelType.DESCRIBE_AND_CLASSIFY
     assert version.details["training"]["per_class"][short] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_leads_pressing_train_at_once_get_one_job(workspace):
+    import threading
+
+    from django.db import connection
+
+    model, _ = random_setup(workspace, n=40)
+    barrier = threading.Barrier(2)
+    job_ids = []
+
+    def press():
+        try:
+            barrier.wait()
+            job, _ = train_request(model=model, type="active-learning")
+            job_ids.append(job.id)
+        finally:
+            connection.close()
+
+    # Nothing runs the job (no commit hooks are executed by a worker here), so both presses meet it queued.
+    from unittest import mock
+
+    with mock.patch("models_app.training_tasks.train_model.delay"):
+        threads = [threading.Thread(target=press) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(job_ids) == 2 and job_ids[0] == job_ids[1]
+    assert Job.objects.filter(model=model, kind="train").count() == 1
