@@ -34,7 +34,7 @@ _LABEL_SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}, "d
 
 
 def _model_or_404(request: HttpRequest, model_id: int):
-    model = selectors.model_get(workspace=request.workspace, model_id=model_id)
+    model = selectors.model_get(workspace=request.workspace, model_id=model_id) if model_id <= services.MAX_ID else None
     if model is None:
         raise not_found("Model")
     return model
@@ -75,7 +75,7 @@ def models_create(request: HttpRequest):
         raise invalid_field("dataset_id: expected an integer")
     services.validate_name(name)
     services.validate_labels(labels)
-    dataset = Dataset.objects.filter(pk=dataset_id, workspace=request.workspace).first()
+    dataset = Dataset.objects.filter(pk=dataset_id, workspace=request.workspace).first() if 0 < dataset_id <= services.MAX_ID else None
     if dataset is None:
         raise not_found("Dataset")
     model = services.model_create(workspace=request.workspace, dataset=dataset, name=name, labels=labels,
@@ -85,6 +85,9 @@ def models_create(request: HttpRequest):
 
 @router.get("/models/{int:model_id}", response={200: dict, **ERRORS}, summary="Get a model")
 def models_get(request: HttpRequest, model_id: int):
+    """`version`, `type`, `metrics` and `training_examples` describe the version the model serves while it is
+    deployed (the pinned one, or the newest), otherwise its newest version. `last_trained` is that version's
+    creation time, or null for a describe-and-classify version (built from descriptions, not trained)."""
     return selectors.model_to_dict(_model_or_404(request, model_id))
 
 
@@ -133,7 +136,7 @@ def versions_list(request: HttpRequest, model_id: int):
 @router.get("/models/{int:model_id}/versions/{int:number}", response={200: dict, **ERRORS}, summary="Get one version")
 def versions_get(request: HttpRequest, model_id: int, number: int):
     model = _model_or_404(request, model_id)
-    version = selectors.version_get(model=model, number=number)
+    version = selectors.version_get(model=model, number=number) if number <= services.MAX_ID else None
     if version is None:
         raise not_found("Version")
     return selectors.version_detail_to_dict(version)
@@ -164,7 +167,7 @@ def validate_texts(body: dict) -> list[str]:
 def models_inference(request: HttpRequest, model_id: int):
     """Classifies with the deployed version. Texts are counted against the monthly quota. Each text may have up to
     `MAX_TEXT_CHARS` characters; the embedder reads at most its 256-token window (longer texts are truncated)."""
-    model = selectors.model_for_inference(workspace=request.workspace, model_id=model_id)
+    model = selectors.model_for_inference(workspace=request.workspace, model_id=model_id) if model_id <= services.MAX_ID else None
     if model is None:
         raise not_found("Model")
     if model.status == ModelStatus.ARCHIVED:

@@ -26,13 +26,24 @@ MAX_NAME_CHARS = 200
 POOL_SAMPLE_ROWS = 20_000
 
 
+# Larger ids cannot exist and would overflow the database's integer columns (an error, not a 404).
+MAX_ID = 2**63 - 1
+
+
 # --- validation (shared by the API and the browser form) ----------------------------------------
+
+def _check_text(field: str, value: str) -> None:
+    # PostgreSQL's text and jsonb refuse NUL characters; refuse them here as bad input.
+    if "\x00" in value:
+        raise invalid_field(f"{field}: must not contain NUL characters")
+
 
 def validate_name(name) -> str:
     if not isinstance(name, str) or not name.strip():
         raise invalid_field("name: expected a non-empty string")
     if len(name.strip()) > MAX_NAME_CHARS:
         raise invalid_field(f"name: at most {MAX_NAME_CHARS} characters")
+    _check_text("name", name)
     return name.strip()
 
 
@@ -58,6 +69,7 @@ def validate_labels(labels) -> tuple[list[str], dict[str, str]]:
             raise invalid_field(f"labels[{i}].name: at most {MAX_LABEL_CHARS} characters")
         if name in seen:
             raise invalid_field(f"labels[{i}].name: duplicate label {name!r}")
+        _check_text(f"labels[{i}].name", name)
         description = item.get("description", "")
         if description is None:
             description = ""
@@ -65,6 +77,7 @@ def validate_labels(labels) -> tuple[list[str], dict[str, str]]:
             raise invalid_field(f"labels[{i}].description: expected a string")
         if len(description) > MAX_DESCRIPTION_CHARS:
             raise invalid_field(f"labels[{i}].description: at most {MAX_DESCRIPTION_CHARS} characters")
+        _check_text(f"labels[{i}].description", description)
         seen.add(name)
         names.append(name)
         descriptions[name] = description.strip()
@@ -87,6 +100,7 @@ def _validate_descriptions(model: ClassificationModel, value) -> dict[str, str]:
             raise invalid_field(f"label_descriptions.{label}: expected a string")
         if len(description) > MAX_DESCRIPTION_CHARS:
             raise invalid_field(f"label_descriptions.{label}: at most {MAX_DESCRIPTION_CHARS} characters")
+        _check_text(f"label_descriptions.{label}", description)
     return {label: description.strip() for label, description in value.items()}
 
 
@@ -246,7 +260,7 @@ def model_deploy(*, model: ClassificationModel, version: int | None = None, user
             if served is None:
                 raise ApiError(409, "CONFLICT", "The model has no version to deploy yet")
         else:
-            served = locked.versions.filter(number=version).first()
+            served = locked.versions.filter(number=version).first() if 0 < version <= MAX_ID else None
             if served is None:
                 raise ApiError(404, "NOT_FOUND", f"Version {version} not found")
         pinned = served.number if version is not None else None

@@ -16,7 +16,7 @@ from .models import ModelStatus
 
 
 def _model_or_404(request, model_id: int):
-    model = selectors.model_get(workspace=request.current_workspace, model_id=model_id)
+    model = selectors.model_get(workspace=request.current_workspace, model_id=model_id) if model_id <= services.MAX_ID else None
     if model is None:
         raise Http404("Model not found")
     return model
@@ -48,7 +48,9 @@ def model_create(request):
     if request.method == "POST":
         rows = _label_rows_from_post(request.POST)
         context.update(rows=rows or context["rows"], values=request.POST)
-        dataset = datasets.filter(pk=request.POST.get("dataset") or 0).first() if request.POST.get("dataset", "").isdigit() else None
+        raw_dataset = request.POST.get("dataset", "")
+        dataset = (datasets.filter(pk=int(raw_dataset)).first()
+                   if raw_dataset.isdigit() and int(raw_dataset) <= services.MAX_ID else None)
         if dataset is None:
             context["error"] = "Choose a ready dataset."
         else:

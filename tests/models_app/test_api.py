@@ -327,6 +327,25 @@ def test_inference_bad_input(admin_api, deployed_model, body, status, code):
     assert not UsagePeriod.objects.filter(texts_classified__gt=0).exists()
 
 
+def test_ids_beyond_the_integer_range_are_404_not_500(admin_api, deployed_model, model_payload):
+    huge = 2**70
+    for path in (f"/v2/models/{huge}", f"/v2/models/{huge}/versions", f"/v2/models/{deployed_model['id']}/versions/{huge}"):
+        assert_error(admin_api.get(path), 404, "NOT_FOUND")
+    assert_error(infer(admin_api, huge, ["x"]), 404, "NOT_FOUND")
+    assert_error(admin_api.post(f"/v2/models/{deployed_model['id']}/deploy", {"version": huge}), 404, "NOT_FOUND")
+    assert_error(admin_api.post(f"/v2/models/{deployed_model['id']}/deploy", {"version": -1}), 404, "NOT_FOUND")
+    assert_error(admin_api.post("/v2/models", {**model_payload, "dataset_id": huge}), 404, "NOT_FOUND")
+    assert_error(admin_api.post("/v2/models", {**model_payload, "dataset_id": -3}), 404, "NOT_FOUND")
+
+
+def test_nul_characters_in_names_are_invalid(admin_api, deployed_model, model_payload):
+    assert_error(admin_api.post("/v2/models", {**model_payload, "name": "a\x00b"}), 400, "INVALID_FIELD")
+    labels = [{"name": "a\x00", "description": ""}]
+    assert_error(admin_api.post("/v2/models", {**model_payload, "labels": labels}), 400, "INVALID_FIELD")
+    patch = {"label_descriptions": {"exchange_rate": "\x00"}}
+    assert_error(admin_api.patch(f"/v2/models/{deployed_model['id']}", patch), 400, "INVALID_FIELD")
+
+
 def test_inference_edge_texts_never_fail(admin_api, deployed_model):
     texts = ["", "ünïcödé ✓ 😀", "x" * 10_000, "<script>alert(1)</script>", "\x00\x01", "a\nb\tc", "0", " "]
     response = infer(admin_api, deployed_model["id"], texts)

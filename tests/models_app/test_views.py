@@ -66,6 +66,7 @@ def test_list_and_detail_pages(annotator_user, model, other_workspace):
     from tests.factories import make_user
     outsider = make_user(other_workspace, "admin")
     assert browser(outsider).get(reverse("model_detail", args=[model.id])).status_code == 404
+    assert client.get(reverse("model_detail", args=[2**70])).status_code == 404
 
 
 def test_try_it_answers_the_htmx_partial_and_a_full_page_without_htmx(lead_user, model):
