@@ -14,4 +14,5 @@ urlpatterns = [
     path("", include("labeling.urls")),
     path("", include("labeling.queue_urls")),
     path("", include("models_app.urls")),
+    path("", include("models_app.evaluation_urls")),
 ]
