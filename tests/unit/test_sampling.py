@@ -1,0 +1,158 @@
+"""labeling.sampling.rank_pool: the ranking of the unlabeled pool for annotation."""
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from labeling.sampling import Recommendation, margin_uncertainty, rank_pool
+
+
+def unit_rows(rng, n, dim=16):
+    v = rng.normal(size=(n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def softmax(logits):
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def random_pool(seed=0, n=400, k=5, dim=16):
+    rng = np.random.default_rng(seed)
+    return softmax(rng.normal(scale=2.0, size=(n, k))), unit_rows(rng, n, dim)
+
+
+def test_margin_is_one_minus_gap_between_two_best():
+    proba = np.array([[0.5, 0.5, 0.0], [0.9, 0.05, 0.05], [0.2, 0.3, 0.5]])
+    np.testing.assert_allclose(margin_uncertainty(proba), [1.0, 0.15, 0.8])
+
+
+def test_most_uncertain_record_comes_first_and_only_uncertain_candidates_are_taken():
+    proba, vectors = random_pool(seed=1, n=5000, k=4)
+    margin = margin_uncertainty(proba)
+    recs = rank_pool(proba=proba, vectors=vectors, labeled_counts=np.full(4, 10), queue_size=20,
+                     evaluation_share=0.0)
+    assert margin[recs[0].row] >= np.quantile(margin, 0.97)  # the typical member of the most uncertain cluster
+    # Diversity only reorders among the uncertain candidates (2,000 here): the certain records never enter.
+    threshold = np.sort(margin)[-2000]
+    assert all(margin[r.row] >= threshold for r in recs)
+    assert np.mean(margin[[r.row for r in recs]]) > np.quantile(margin, 0.8)
+
+
+def test_scores_never_increase_down_the_queue_and_fields_are_consistent():
+    proba, vectors = random_pool()
+    recs = rank_pool(proba=proba, vectors=vectors, labeled_counts=np.array([3, 0, 10, 1, 4]), queue_size=100)
+    scores = [r.score for r in recs]
+    assert scores == sorted(scores, reverse=True)
+    for r in recs:
+        assert isinstance(r, Recommendation)
+        assert r.predicted == int(proba[r.row].argmax())
+        assert r.confidence == pytest.approx(proba[r.row].max())
+        assert r.reason in {"uncertain", "diverse", "rare-class", "evaluation"}
+
+
+def test_a_batch_does_not_take_many_near_duplicates():
+    rng = np.random.default_rng(2)
+    dim, k = 32, 4
+    centres = unit_rows(rng, 10, dim)
+    # 10 tight clusters of 50 near-duplicates, all maximally uncertain, plus 300 other records less so.
+    duplicates = np.repeat(centres, 50, axis=0) + rng.normal(scale=0.01, size=(500, dim))
+    others = unit_rows(rng, 300, dim)
+    vectors = np.vstack([duplicates, others]).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    proba = np.vstack([np.tile([0.49, 0.49, 0.01, 0.01], (500, 1)),
+                       softmax(rng.normal(scale=1.0, size=(300, k)))])
+    recs = rank_pool(proba=proba, vectors=vectors, labeled_counts=np.full(k, 20), queue_size=50,
+                     evaluation_share=0.0)
+    per_cluster = Counter(r.row // 50 for r in recs if r.row < 500)
+    assert max(per_cluster.values()) <= 2
+    assert sum(per_cluster.values()) < 30  # a plain margin ranking would take 50 of the duplicates
+
+
+def test_class_without_labels_gets_candidates_even_if_never_predicted_top():
+    rng = np.random.default_rng(3)
+    n, k = 300, 4
+    logits = rng.normal(size=(n, k))
+    logits[:, 3] -= 3.0  # class 3 is never the most likely class anywhere
+    proba = softmax(logits)
+    assert (proba.argmax(axis=1) != 3).all()
+    recs = rank_pool(proba=proba, vectors=unit_rows(rng, n), labeled_counts=np.array([30, 30, 30, 0]),
+                     queue_size=20, evaluation_share=0.0)
+    rare = [r for r in recs if r.reason == "rare-class"]
+    assert rare and rare[0].row == int(proba[:, 3].argmax())
+    assert recs[0].row == int(proba[:, 3].argmax())  # a first example for the class goes to the top
+
+
+def test_records_predicted_as_rare_classes_are_boosted():
+    rng = np.random.default_rng(4)
+    n, k = 2000, 2
+    proba = softmax(rng.normal(size=(n, k)))
+    vectors = unit_rows(rng, n)
+    balanced = rank_pool(proba=proba, vectors=vectors, labeled_counts=np.array([50, 50]), queue_size=200,
+                         evaluation_share=0.0)
+    skewed = rank_pool(proba=proba, vectors=vectors, labeled_counts=np.array([200, 1]), queue_size=200,
+                       evaluation_share=0.0)
+    share_balanced = np.mean([r.predicted == 1 for r in balanced])
+    share_skewed = np.mean([r.predicted == 1 for r in skewed])
+    assert share_skewed > share_balanced + 0.1
+    assert any(r.reason == "rare-class" for r in skewed)
+
+
+def test_cold_start_covers_every_label_first():
+    rng = np.random.default_rng(5)
+    n, k = 1000, 12
+    proba = softmax(rng.normal(scale=2.0, size=(n, k)))
+    recs = rank_pool(proba=proba, vectors=unit_rows(rng, n), labeled_counts=np.zeros(k), queue_size=100,
+                     evaluation_share=0.1)
+    training_part = [r for r in recs if r.reason != "evaluation"]
+    first = training_part[:k]
+    assert len(set(proba.argmax(axis=1))) == k  # every label is predicted somewhere in this pool
+    assert {r.predicted for r in first} == set(range(k))
+    assert {r.reason for r in first} == {"rare-class"}
+    # Then representatives of the pool's clusters.
+    assert any(r.reason == "diverse" for r in training_part[k:])
+
+
+def test_evaluation_share_is_requested_size_random_and_only_from_eligible_rows():
+    proba, vectors = random_pool(n=2000)
+    eligible = np.zeros(2000, dtype=bool)
+    eligible[1000:] = True
+    recs = rank_pool(proba=proba, vectors=vectors, labeled_counts=np.full(5, 10), queue_size=200,
+                     evaluation_share=0.1, eval_candidates=eligible)
+    evaluation = [r for r in recs if r.reason == "evaluation"]
+    assert len(evaluation) == 20
+    assert all(r.row >= 1000 for r in evaluation)
+    # Random, not the uncertain ones: their margins look like the pool's, not like the queue's top.
+    pool_margin = margin_uncertainty(proba[1000:]).mean()
+    eval_margin = margin_uncertainty(proba[[r.row for r in evaluation]]).mean()
+    top_margin = margin_uncertainty(proba[[r.row for r in recs if r.reason != "evaluation"]]).mean()
+    assert abs(eval_margin - pool_margin) < abs(top_margin - pool_margin)
+    # Spread through the queue, not all at the end.
+    positions = [i for i, r in enumerate(recs) if r.reason == "evaluation"]
+    assert positions[0] < 20 and positions[-1] > 180
+    # A different seed draws different evaluation records.
+    other = rank_pool(proba=proba, vectors=vectors, labeled_counts=np.full(5, 10), queue_size=200,
+                      evaluation_share=0.1, eval_candidates=eligible, seed=1)
+    assert {r.row for r in other if r.reason == "evaluation"} != {r.row for r in evaluation}
+
+
+def test_same_seed_same_queue():
+    proba, vectors = random_pool(n=3000)
+    a = rank_pool(proba=proba, vectors=vectors, labeled_counts=np.array([1, 2, 0, 5, 9]), queue_size=300, seed=7)
+    b = rank_pool(proba=proba, vectors=vectors, labeled_counts=np.array([1, 2, 0, 5, 9]), queue_size=300, seed=7)
+    assert a == b
+
+
+@pytest.mark.parametrize("counts", [np.zeros(5), np.array([4, 4, 0, 4, 4])])
+def test_no_row_twice_and_pool_smaller_than_queue(counts):
+    proba, vectors = random_pool(n=60)
+    recs = rank_pool(proba=proba, vectors=vectors, labeled_counts=counts, queue_size=500)
+    rows = [r.row for r in recs]
+    assert len(rows) == len(set(rows)) == 60
+
+
+def test_two_classes():
+    proba, vectors = random_pool(n=500, k=2)
+    recs = rank_pool(proba=proba, vectors=vectors, labeled_counts=np.array([3, 8]), queue_size=50)
+    assert len(recs) == 50 and len({r.row for r in recs}) == 50
+    assert {r.predicted for r in recs} <= {0, 1}
