@@ -176,8 +176,10 @@ def labels_submit(*, model, labels, user=None, api_key=None) -> LabelsResult:
     now = timezone.now()
     in_label_set = set(model.labels)
     with transaction.atomic():
-        records = {r.id: r for r in Record.objects.filter(id__in=list(parsed), dataset_id=model.dataset_id)
-                   .only("id", "dataset_id", "label", "split", "labeled_at")}
+        # Locked in id order, so two calls labeling overlapping records queue up instead of deadlocking,
+        # and an idempotent repeat sees the first call's annotation.
+        records = {r.id: r for r in Record.objects.select_for_update().filter(id__in=list(parsed), dataset_id=model.dataset_id)
+                   .only("id", "dataset_id", "label", "split", "labeled_at").order_by("id")}
         missing = [record_id for record_id in parsed if record_id not in records]
         if missing:
             raise ApiError(404, "NOT_FOUND", f"Record {missing[0]} not found in this model's dataset")
@@ -218,10 +220,12 @@ def labels_submit(*, model, labels, user=None, api_key=None) -> LabelsResult:
             # Labels live on records: the record leaves every model's queue on this dataset.
             Recommendation.objects.filter(record_id__in=[r.id for r in changed]).delete()
         labeled_total = labeled_total_for(model=model)
-        train_job = None
-        every = model.retrain_every or settings.LABELF["RETRAIN_EVERY"]
-        if newly_labeled and (labeled_total // every) > ((labeled_total - newly_labeled) // every):
-            train_job = _request_automatic_retrain(model=model, user=user, api_key=api_key)
+    train_job = None
+    every = model.retrain_every or settings.LABELF["RETRAIN_EVERY"]
+    if newly_labeled and (labeled_total // every) > ((labeled_total - newly_labeled) // every):
+        # After the labels' commit, in its own short transaction: taking the model's row lock while holding
+        # this call's queue-row locks could deadlock with a queue recompute (model lock, then queue rows).
+        train_job = _request_automatic_retrain(model=model, user=user, api_key=api_key)
     return LabelsResult(accepted=len(parsed), labeled_total=labeled_total, newly_labeled=newly_labeled, train_job=train_job)
 
 
