@@ -172,7 +172,8 @@ def models_inference(request: HttpRequest, model_id: int):
         raise not_found("Model")
     if model.status == ModelStatus.ARCHIVED:
         raise ApiError(409, "MODEL_ARCHIVED", "Model is archived")
-    if model.status != ModelStatus.DEPLOYED or model.served_version is None:
+    # A deployed model keeps serving while a training job marks it `training`: served_version says it is deployed.
+    if model.served_version is None:
         raise ApiError(409, "MODEL_NOT_DEPLOYED", "No deployed model found")
     texts = validate_texts(json_body(request))
     if not usage_reserve_texts(api_key=request.api_key, count=len(texts)):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from .models import ClassificationModel, DeploymentEvent, ModelStatus, ModelType, ModelVersion
+from .models import ClassificationModel, DeploymentEvent, ModelType, ModelVersion
 
 
 def _iso(value):
@@ -32,7 +32,7 @@ def model_for_inference(*, workspace, model_id: int) -> ClassificationModel | No
 
 def shown_version(model: ClassificationModel) -> ModelVersion | None:
     """The version a model object describes: the served one while deployed, otherwise the newest."""
-    if model.status == ModelStatus.DEPLOYED and model.served_version_id:
+    if model.served_version_id:
         return model.served_version
     return model.latest_version
 

@@ -236,7 +236,9 @@ def version_create(*, model: ClassificationModel, head: Head, type: str, trainin
             details=details or {}, job=job,
         )
         updates = {"latest_version": version, "type": type}
-        if locked.status == ModelStatus.DEPLOYED and locked.pinned_version is None:
+        # served_version is set exactly while the model is deployed (also while a training job marks it
+        # `training`), so it, not the status, says whether the new version goes live.
+        if locked.served_version_id is not None and locked.pinned_version is None:
             updates["served_version"] = version
         ClassificationModel.objects.filter(pk=model.pk).update(**updates)
         for field, value in updates.items():

@@ -224,6 +224,21 @@ def test_version_create_numbers_and_serving(created_model, admin_api):
     assert body["last_trained"] is not None
 
 
+def test_a_deployed_model_keeps_serving_while_training_and_then_serves_the_new_version(admin_api, deployed_model):
+    """Training jobs mark the model `training`; inference must not stop, and the job's version goes live."""
+    from models_app.models import ModelStatus
+    from models_app.services import version_create
+
+    model = ClassificationModel.objects.get(pk=deployed_model["id"])
+    ClassificationModel.objects.filter(pk=model.pk).update(status=ModelStatus.TRAINING)
+    assert infer(admin_api, model.id, ["I lost my card"]).json()["version"] == 1
+    version_create(model=model, head=inference.head_for_version(model.latest_version), type="active-learning",
+                   training_examples=12)
+    ClassificationModel.objects.filter(pk=model.pk).update(status=ModelStatus.DEPLOYED)  # the job restores it
+    assert infer(admin_api, model.id, ["I lost my card"]).json()["version"] == 2
+    assert admin_api.get(f"/v2/models/{model.id}").json()["version"] == 2
+
+
 # --- deploy and archive -----------------------------------------------------------------------------
 
 def test_deploy_pin_archive_and_redeploy(admin_api, created_model, admin_user):
