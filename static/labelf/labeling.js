@@ -126,7 +126,8 @@
 
   function label(name) {
     var id = recordId(current);
-    if (!id || !name || busy) { return; }
+    // inFlight: the record was just labeled and the next one is still on its way; ignore repeated keys.
+    if (!id || !name || busy || inFlight[id]) { return; }
     var duration = Math.round(performance.now() - shownAt);
     var labeled = current;
     inFlight[id] = true;
@@ -167,7 +168,7 @@
 
   function skip() {
     var id = recordId(current);
-    if (!id || busy) { return; }
+    if (!id || busy || inFlight[id]) { return; }
     status("Skipped.");
     post(root.getAttribute("data-skip-url"), {record_id: id});
     advance();
