@@ -48,13 +48,15 @@ class Split(models.TextChoices):
 
 
 class Record(models.Model):
-    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="records")
+    # No index of its own: unique_record_row (dataset, row_index) leads with it. Every index here is
+    # maintained for each of a million imported rows, so only the ones queries use are kept.
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="records", db_index=False)
     # Position in the dataset; also the row of this record's vector in the dataset's vector store.
     row_index = models.PositiveIntegerField()
     text = models.TextField()
     metadata = models.JSONField(default=dict, blank=True)
-    label = models.CharField(max_length=200, null=True, blank=True, db_index=True)
-    split = models.CharField(max_length=20, choices=Split.choices, default=Split.POOL, db_index=True)
+    label = models.CharField(max_length=200, null=True, blank=True)  # indexed with the dataset, below
+    split = models.CharField(max_length=20, choices=Split.choices, default=Split.POOL)
     labeled_at = models.DateTimeField(null=True, blank=True)
     # Near-duplicates a lead chose to keep out of the recommendation pool.
     excluded = models.BooleanField(default=False)

@@ -131,7 +131,8 @@ def _nearest_rows(vectors: np.ndarray, query: np.ndarray, limit: int, exclude_ro
     limit = min(limit, len(scores) - (1 if exclude_row is not None else 0))
     if limit <= 0:
         return []
-    top = np.argpartition(-scores, limit - 1)[:limit]
+    # Partition for the largest without negating a million scores first (that copy costs as much as the partition).
+    top = np.argpartition(scores, len(scores) - limit)[len(scores) - limit:]
     top = top[np.argsort(-scores[top], kind="stable")]
     return [(int(row), float(scores[row])) for row in top]
 
