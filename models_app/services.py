@@ -181,7 +181,7 @@ def model_update(*, model: ClassificationModel, name=None, confidence_threshold=
         fields["name"] = validate_name(name)
     if confidence_threshold is not None:
         fields["confidence_threshold"] = validate_threshold(confidence_threshold)
-    head = None
+    head = metrics = None
     if label_descriptions is not None:
         descriptions = {**model.label_descriptions, **_validate_descriptions(model, label_descriptions)}
         fields["label_descriptions"] = descriptions
@@ -189,6 +189,7 @@ def model_update(*, model: ClassificationModel, name=None, confidence_threshold=
             dataset = model.dataset
             _check_dataset_usable(dataset)
             head = _zero_shot_build(dataset=dataset, labels=list(model.labels), descriptions=descriptions)
+            metrics = _holdout_metrics(dataset=dataset, head=head)
     if not fields:
         return model
     with transaction.atomic():
@@ -197,7 +198,7 @@ def model_update(*, model: ClassificationModel, name=None, confidence_threshold=
             setattr(model, field, value)
         if head is not None:
             version_create(model=model, head=head, type=ModelType.DESCRIBE_AND_CLASSIFY, training_examples=0,
-                           metrics=_holdout_metrics(dataset=model.dataset, head=head), details=getattr(head, "details", None))
+                           metrics=metrics, details=getattr(head, "details", None))
         audit_record(workspace=model.workspace, action="model.update", target=f"model {model.id} ({model.name})",
                      actor=user, actor_key=api_key, details={"fields": sorted(fields), "new_version": head is not None})
     model.refresh_from_db()
