@@ -58,6 +58,9 @@ BATCH = 2000
 # Row lookups by `row_index IN (...)` stay well under every database's bound parameter limit.
 LOOKUP_BATCH = 500
 COPY_BUFFER = 1024 * 1024
+# Vector chunks (float16) and pickled heads barely compress: level 1 archived a 300k-record workspace
+# (307 MB staged) in 19 s instead of 34 s at level 6, for an archive 0.6% larger.
+COMPRESS_LEVEL = 1
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 _CHUNK_FILE = re.compile(r"^chunk_(\d+)\.npy$")
@@ -194,8 +197,9 @@ def workspace_export(*, workspace: Workspace, destination: Path, progress: Progr
     destination.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".export-") as staging:
         stage = _Stage(Path(staging))
+        snapshot = connection.vendor == "postgresql" and not connection.in_atomic_block
         with transaction.atomic():
-            if connection.vendor == "postgresql":
+            if snapshot:  # only the first statement of a transaction may set its isolation level
                 with connection.cursor() as cursor:
                     cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             counts = _export_rows(workspace=workspace, stage=stage, progress=progress)
@@ -210,7 +214,7 @@ def workspace_export(*, workspace: Workspace, destination: Path, progress: Progr
         total = sum(entry["size"] for entry in stage.members.values())
         bar = progress(desc="archive", total=total, unit="B", unit_scale=True)
         try:
-            with tarfile.open(partial, "w:gz", compresslevel=6, format=tarfile.PAX_FORMAT) as archive:
+            with tarfile.open(partial, "w:gz", compresslevel=COMPRESS_LEVEL, format=tarfile.PAX_FORMAT) as archive:
                 archive.add(manifest_path, arcname=MANIFEST, recursive=False)
                 for name, entry in stage.members.items():
                     info = tarfile.TarInfo(name)
@@ -533,6 +537,9 @@ def workspace_import(*, archive: Path, rename: str | None = None, progress: Prog
                 default_storage.delete(storage_name)
             if isinstance(exc, IntegrityError) and Workspace.objects.filter(name=name).exists():
                 raise BackupError(f"a workspace named {name!r} already exists; import under another name with --rename NEW_NAME") from None
+            if isinstance(exc, (KeyError, TypeError, ValueError)):
+                # The checksums matched, so the archive was written like this: it names things it does not hold.
+                raise BackupError(f"the archive's content is inconsistent ({exc!r})") from None
             raise
     return summary
 

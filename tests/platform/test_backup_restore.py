@@ -215,6 +215,9 @@ def test_round_trip_into_a_fresh_database_serves_identical_predictions(source, t
     assert imported.stdout.strip().startswith("Imported workspace 'Acme Support'") and imported.stdout.count("\n") == 1
     assert "without a usable password: lena, anna" in imported.stderr or "without a usable password: anna, lena" in imported.stderr
     assert "create_api_key" in imported.stderr
+    again = subprocess.run([sys.executable, "manage.py", "import_workspace", str(archive)], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode != 0 and "a workspace named 'Acme Support' already exists" in again.stderr
     _run(["shell", "-c", f"OUT_DIR = {str(fresh)!r}\n" + FRESH_SCRIPT], env)
     restored = json.loads((fresh / "restored.json").read_text())
 
