@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections import Counter
 from typing import Callable, Sequence
 
 import numpy as np
@@ -41,9 +42,15 @@ C = 2.0
 TEXT_FEATURE_WEIGHT = 0.5
 WORD_NGRAMS = (1, 2)
 CHAR_NGRAMS = (2, 5)
-CALIBRATION_FOLDS = 3
+# Folds of the calibration fits. Each fold model trains on (folds-1)/folds of the labels, and a model trained
+# on fewer labels is less confident than the final one: with few labels that gap matters (at 500 Banking77
+# labels 3 folds left ECE 0.047), so small label sets get 5 folds; large ones 3, to bound training time.
+SMALL_LABEL_SET = 5000
+CALIBRATION_FOLDS_SMALL, CALIBRATION_FOLDS_LARGE = 5, 3
 MIN_EXAMPLES_PER_LABEL = 2
 MAX_ITER = 2000
+# Texts scored at once by _tfidf_scores, which holds one coefficient row per n-gram occurrence in memory.
+_TEXTS_PER_CHUNK = 256
 # A class absent from one calibration fold's training part gets this score there: never predicted.
 _ABSENT_CLASS_SCORE = -1e4
 
@@ -83,10 +90,12 @@ class FineTunedHead:
         self.temperature = float(temperature)
         self.details = details
         self.out_of_fold_proba: np.ndarray | None = None
+        self._analyzers = None
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["out_of_fold_proba"] = None
+        state["_analyzers"] = None  # rebuilt from the vectorizers on first use
         return state
 
     def decision_scores(self, vectors: np.ndarray, texts: Sequence[str] | None) -> np.ndarray:
@@ -95,10 +104,14 @@ class FineTunedHead:
         vectors = np.asarray(vectors, dtype=np.float32)
         if len(texts) != vectors.shape[0]:
             raise ValueError(f"{vectors.shape[0]} vectors but {len(texts)} texts")
-        texts = list(texts)
-        scores = vectors @ self.embedding_coef
-        scores += self.word_vectorizer.transform(texts) @ self.word_coef
-        scores += self.char_vectorizer.transform(texts) @ self.char_coef
+        if self._analyzers is None:
+            self._analyzers = (self.word_vectorizer.build_analyzer(), self.char_vectorizer.build_analyzer())
+        word_analyzer, char_analyzer = self._analyzers
+        scores = (vectors @ self.embedding_coef).astype(np.float64)
+        for start in range(0, len(texts), _TEXTS_PER_CHUNK):
+            chunk = texts[start:start + _TEXTS_PER_CHUNK]
+            scores[start:start + len(chunk)] += _tfidf_scores(chunk, word_analyzer, self.word_vectorizer, self.word_coef)
+            scores[start:start + len(chunk)] += _tfidf_scores(chunk, char_analyzer, self.char_vectorizer, self.char_coef)
         return scores + self.intercept
 
     def predict_proba(self, vectors: np.ndarray, texts: Sequence[str] | None = None) -> np.ndarray:
@@ -129,12 +142,15 @@ def train_fine_tuned_head(*, labels: list[str], texts: list[str], vectors: np.nd
         raise ValueError("a classifier needs at least 2 labels")
     report = progress or (lambda fraction: None)
     texts = list(texts)
-    steps = CALIBRATION_FOLDS + 1
+    calibration_folds = CALIBRATION_FOLDS_SMALL if len(y) < SMALL_LABEL_SET else CALIBRATION_FOLDS_LARGE
+    # Stratified folds cannot outnumber the examples of the largest label (2 examples each: 2 folds).
+    calibration_folds = min(calibration_folds, int(counts.max()))
+    steps = calibration_folds + 1
 
     with threadpool_limits(limits=max_threads):
         out_of_fold_scores = np.full((len(y), len(labels)), _ABSENT_CLASS_SCORE, dtype=np.float64)
         trained_on_own_class = np.ones(len(y), dtype=bool)
-        folds = StratifiedKFold(n_splits=CALIBRATION_FOLDS, shuffle=True, random_state=seed)
+        folds = StratifiedKFold(n_splits=calibration_folds, shuffle=True, random_state=seed)
         with warnings.catch_warnings():
             # Labels with only 2-3 examples cannot be in every fold; handled below.
             warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
@@ -163,7 +179,7 @@ def train_fine_tuned_head(*, labels: list[str], texts: list[str], vectors: np.nd
         "n": int(len(y)),
         "temperature": round(temperature, 4),
         "calibration": {
-            "method": f"temperature scaling on {CALIBRATION_FOLDS}-fold cross-validated scores",
+            "method": f"temperature scaling on {calibration_folds}-fold cross-validated scores",
             "cross_validated_accuracy": round(float((calibrated_proba.argmax(axis=1) == y).mean()), 4),
             "ece_before": expected_calibration_error(y, raw_proba),
             "ece_after": expected_calibration_error(y, calibrated_proba),
@@ -171,6 +187,37 @@ def train_fine_tuned_head(*, labels: list[str], texts: list[str], vectors: np.nd
         "training_seconds": round(time.perf_counter() - started, 2),
     })
     return head
+
+
+def _tfidf_scores(texts: Sequence[str], analyzer, vectorizer: TfidfVectorizer, coef: np.ndarray) -> np.ndarray:
+    """`vectorizer.transform(texts) @ coef` (sublinear TF, IDF, L2 norm), computed directly.
+
+    Equal to the scikit-learn product up to float rounding, but about 4x faster for a handful of texts,
+    because it skips building and validating a sparse matrix: at 8 texts per inference call that
+    overhead, not the n-grams, was most of the head's time.
+    """
+    vocabulary, idf = vectorizer.vocabulary_, vectorizer.idf_
+    columns: list[int] = []
+    counts: list[int] = []
+    bounds = [0]
+    for text in texts:
+        for gram, count in Counter(analyzer(text)).items():
+            column = vocabulary.get(gram)
+            if column is not None:
+                columns.append(column)
+                counts.append(count)
+        bounds.append(len(columns))
+    scores = np.zeros((len(texts), coef.shape[1]), dtype=np.float64)
+    if not columns:
+        return scores
+    column_index = np.asarray(columns, dtype=np.int64)
+    weights = (1.0 + np.log(np.asarray(counts, dtype=np.float64))) * idf[column_index]
+    row_of = np.repeat(np.arange(len(texts)), np.diff(bounds))
+    norms = np.sqrt(np.bincount(row_of, weights=weights * weights, minlength=len(texts)))
+    weights /= norms[row_of]
+    # Row sums of the weighted coefficient rows, as differences of one running sum at the row bounds.
+    running = np.vstack([np.zeros((1, coef.shape[1])), np.cumsum(weights[:, None] * coef[column_index], axis=0)])
+    return running[bounds[1:]] - running[bounds[:-1]]
 
 
 def _fit(labels: list[str], texts: list[str], vectors: np.ndarray, y: np.ndarray, seed: int) -> FineTunedHead:

