@@ -339,10 +339,12 @@ def _storage():
 
 
 def _local_path(storage, name: str) -> Path | None:
-    try:
-        return Path(storage.path(name))
-    except NotImplementedError:  # remote storage (S3 and the like)
-        return None
+    """The file's path when the storage is a plain local folder, where we can write and rename ourselves."""
+    from django.core.files.storage import FileSystemStorage
+
+    # Only FileSystemStorage: other backends may answer .path() (InMemoryStorage does) without
+    # keeping the file there.
+    return Path(storage.path(name)) if isinstance(storage, FileSystemStorage) else None
 
 
 def vectors_write_chunk(*, dataset_id: int, chunk_index: int, vectors: np.ndarray) -> None:
