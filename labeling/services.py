@@ -106,9 +106,9 @@ def _queue_import(job: Job) -> None:
 
     try:
         tasks.dataset_import.delay(job.id)
-    except Exception as exc:  # the broker is down: say so instead of leaving a dataset queued forever
+    except Exception:  # the broker is down: say so instead of leaving a dataset queued forever
         logger.exception("could not queue import job %s", job.id)
-        _import_failed(job_id=job.id, message=f"Could not queue the import (is the task queue running?): {exc}")
+        _import_failed(job_id=job.id, message="Could not queue the import: the task queue is unreachable; upload again later")
 
 
 def _dataset_start_import(*, workspace, name: str, storage_name: str, fmt: str, user=None,
