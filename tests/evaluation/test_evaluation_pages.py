@@ -199,3 +199,26 @@ def test_compare_page_shows_verdict_deltas_matrices_disagreements_and_learning_c
     mismatch = browser(annotator_user).get(reverse("model_compare", args=[model.id]), {"other_model": other.id, "b": 1})
     assert mismatch.status_code == 400
     assert "different label sets" in mismatch.content.decode() and "top_up_failed" in mismatch.content.decode()
+
+
+def test_a_fine_tuned_version_shows_calibration_before_and_after(world, lead_user):
+    from models_app.training_services import train_request
+
+    model = world.model
+    job, _ = train_request(model=model, type="fine-tuned")
+    job.refresh_from_db()
+    assert job.status == "succeeded", job.error
+    version = model.versions.get(number=3)
+    stored = version.details["head"]["calibration"]
+    content = browser(lead_user).get(reverse("model_evaluation", args=[model.id]), {"version": 3}).content.decode()
+    calibration = json_block(content, "calibration-data")
+    assert calibration["calibrated"] and calibration["temperature"] == version.details["head"]["temperature"]
+    for side in ("before", "after"):
+        assert sum(b["count"] for b in calibration[side]["diagram"]) == EVALUATION_RECORDS
+    # Undoing the temperature changes confidences but never a prediction: both diagrams have the same accuracy.
+    def correct(diagram):
+        return sum(b["accuracy"] * b["count"] for b in diagram if b["count"])
+    assert correct(calibration["before"]["diagram"]) == pytest.approx(correct(calibration["after"]["diagram"]))
+    assert calibration["before"]["diagram"] != calibration["after"]["diagram"]
+    assert 'id="ece-before"' in content and 'id="ece-after"' in content
+    assert f"{stored['ece_before']:.3f} → {stored['ece_after']:.3f}" in content
