@@ -34,6 +34,7 @@ import tarfile
 import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -186,22 +187,46 @@ def _vector_chunks(dataset_id: int) -> list[tuple[int, str]]:
     return sorted(chunks)
 
 
+@contextmanager
+def _read_snapshot():
+    """One consistent view of the database that does not hold up writers while the export reads.
+
+    PostgreSQL: a read-only REPEATABLE READ transaction. SQLite: a deferred transaction, which in WAL
+    mode reads one snapshot without taking the write lock (Django's `atomic` would, because the
+    settings open transactions IMMEDIATE). Inside a caller's transaction, that transaction is the view.
+    """
+    if connection.in_atomic_block:
+        yield
+    elif connection.vendor == "postgresql":
+        with transaction.atomic():
+            with connection.cursor() as cursor:  # only a transaction's first statement may set its isolation
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            yield
+    elif connection.vendor == "sqlite":
+        connection.ensure_connection()
+        with connection.cursor() as cursor:
+            cursor.execute("BEGIN DEFERRED")
+        try:
+            yield
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("COMMIT")
+    else:
+        with transaction.atomic():
+            yield
+
+
 def workspace_export(*, workspace: Workspace, destination: Path, progress: ProgressFactory = _silent) -> ExportSummary:
     """Writes `workspace` to the archive `destination` (replaced atomically: never a partial archive).
 
-    The rows are read in one transaction so the archive is a consistent snapshot; on PostgreSQL it is
-    a read-only REPEATABLE READ snapshot that does not block writers, on SQLite the transaction holds
-    the write lock while the export runs.
+    The rows are read from one snapshot (`_read_snapshot`), so the archive is consistent even while
+    annotators keep labeling.
     """
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".export-") as staging:
         stage = _Stage(Path(staging))
-        snapshot = connection.vendor == "postgresql" and not connection.in_atomic_block
-        with transaction.atomic():
-            if snapshot:  # only the first statement of a transaction may set its isolation level
-                with connection.cursor() as cursor:
-                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        with _read_snapshot():
             counts = _export_rows(workspace=workspace, stage=stage, progress=progress)
         partial = destination.with_name(f".{destination.name}.partial")
         manifest = {
