@@ -415,22 +415,19 @@ class _Verified:
         self.paths = paths
 
     def json(self, name: str):
-        return json.loads(self._path(name).read_bytes())
+        return json.loads(self.file(name).read_bytes())
 
     def jsonl(self, name: str) -> Iterator[dict]:
-        with self._path(name).open("rb") as handle:
+        with self.file(name).open("rb") as handle:
             for line in handle:
                 if line.strip():
                     yield json.loads(line)
 
-    def _path(self, name: str) -> Path:
+    def file(self, name: str) -> Path:
         try:
             return self.paths[name]
         except KeyError:
             raise BackupError(f"the archive has no member {name}") from None
-
-    def file(self, name: str) -> Path:
-        return self._path(name)
 
 
 def _verify_archive(archive: Path, scratch: Path, progress: ProgressFactory) -> _Verified:
