@@ -35,7 +35,7 @@ def _version_number(request: HttpRequest, name: str) -> int:
     raw = request.GET.get(name)
     if raw is None or raw == "":
         raise ApiError(400, "MISSING_REQUIRED_FIELD", f"{name} field is required")
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise invalid_field(f"{name}: expected a version number (a positive integer)")
     return int(raw)
 
@@ -68,7 +68,7 @@ _THRESHOLD_ANSWER = {
             openapi_extra={
                 "parameters": [_query("min_precision", "target precision, 0 to 1 (0.95 = 95%)",
                                       {"type": "number", "minimum": 0, "maximum": 1}, True)],
-                "responses": {"200": {"description": "the threshold, or nulls when no threshold reaches the target",
+                "responses": {200: {"description": "the threshold, or nulls when no threshold reaches the target",
                                       "content": {"application/json": {"schema": _THRESHOLD_ANSWER}}}},
             })
 def version_threshold(request: HttpRequest, model_id: int, number: int):
@@ -110,7 +110,7 @@ def models_compare(request: HttpRequest, model_id: int):
     raw_other = request.GET.get("other_model")
     model_b = model_a
     if raw_other not in (None, ""):
-        if not raw_other.isdigit():
+        if not (raw_other.isascii() and raw_other.isdigit()):
             raise invalid_field("other_model: expected a model id (a positive integer)")
         model_b = _model_or_404(request, int(raw_other))
     version_a = _version_or_404(model_a, number_a, "a")

@@ -30,7 +30,7 @@ def _number(raw) -> int | None:
     if isinstance(raw, int):
         return raw if 0 < raw <= services.MAX_ID else None
     raw = (raw or "").strip()
-    return int(raw) if raw.isdigit() and 0 < int(raw) <= services.MAX_ID else None
+    return int(raw) if raw.isascii() and raw.isdigit() and 0 < int(raw) <= services.MAX_ID else None
 
 
 def _version_or_404(model, raw):

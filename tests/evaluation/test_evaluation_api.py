@@ -91,7 +91,10 @@ def test_compare_two_versions(world, annotator_api, other_api, other_workspace):
     assert_error(annotator_api.get(url, {"a": 1, "b": 99}), 404, "NOT_FOUND")
     assert_error(annotator_api.get(url, {"a": 99, "b": 1}), 404, "NOT_FOUND")
     assert_error(annotator_api.get(url, {"a": 1}), 400, "MISSING_REQUIRED_FIELD")
-    assert_error(annotator_api.get(url, {"a": "one", "b": 2}), 400, "INVALID_FIELD")
+    for bad in ("one", "²", "-1", "1.5"):
+        assert_error(annotator_api.get(url, {"a": bad, "b": 2}), 400, "INVALID_FIELD")
+    assert_error(annotator_api.get(url, {"a": 1, "b": 2, "other_model": "²"}), 400, "INVALID_FIELD")
+    assert_error(annotator_api.get(url, {"a": 1, "b": 2**70}), 404, "NOT_FOUND")
     missing = assert_error(annotator_api.get("/v2/models/999999/compare", {"a": 1, "b": 2}), 404, "NOT_FOUND")
     foreign = assert_error(other_api.get(url, {"a": 1, "b": 2}), 404, "NOT_FOUND")
     assert foreign["message"] == missing["message"]

@@ -75,7 +75,8 @@ def test_evaluation_page_shows_metrics_per_class_table_heatmap_threshold_and_cal
     assert len(curve) == 101 and curve[0]["coverage"] == 1.0
     assert curve[0]["precision"] == pytest.approx(model.versions.get(number=1).metrics["accuracy"], abs=1e-6)
     assert browser(annotator_user).get(reverse("model_evaluation", args=[model.id]), {"version": 9}).status_code == 404
-    assert browser(annotator_user).get(reverse("model_evaluation", args=[model.id]), {"version": "x"}).status_code == 404
+    for bad in ("x", "²", str(2**70)):
+        assert browser(annotator_user).get(reverse("model_evaluation", args=[model.id]), {"version": bad}).status_code == 404
 
 
 def test_target_helper_answers_without_javascript(world, annotator_user):
@@ -158,6 +159,15 @@ def test_saving_the_threshold_changes_what_inference_calls_above_threshold(world
     assert browser(annotator_user).post(url, {"confidence_threshold": "0.9"}).status_code == 403
     assert ClassificationModel.objects.get(pk=model.pk).confidence_threshold == saved
     assert lead.get(url).status_code == 405
+
+
+def test_model_page_links_partial(world):
+    from django.template.loader import render_to_string
+
+    model = world.model
+    rendered = render_to_string("models_app/partials/_evaluation_links.html", {"model": model, "version": model.latest_version})
+    assert f'href="{reverse("model_evaluation", args=[model.id])}?version=2"' in rendered
+    assert f'href="{reverse("model_compare", args=[model.id])}"' in rendered
 
 
 def test_evaluation_page_query_count_is_pinned(world, annotator_user, django_assert_num_queries):
