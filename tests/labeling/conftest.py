@@ -44,17 +44,6 @@ def upload(django_capture_on_commit_callbacks):
 
 
 @pytest.fixture
-def run_commits(django_capture_on_commit_callbacks):
-    """Runs a callable and then whatever it queued on commit (tasks, file removal)."""
-
-    def _run(fn, *args, **kwargs):
-        with django_capture_on_commit_callbacks(execute=True):
-            return fn(*args, **kwargs)
-
-    return _run
-
-
-@pytest.fixture
 def ready_dataset(lead_api, upload):
     """A small embedded dataset (six customer messages, two labels, a channel column)."""
     from labeling.models import Dataset

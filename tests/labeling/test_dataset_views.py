@@ -1,7 +1,6 @@
 """Browser pages for datasets (Django test client): upload, progress, records, search, export, delete."""
 from __future__ import annotations
 
-import io
 
 import pytest
 from django.test import Client
