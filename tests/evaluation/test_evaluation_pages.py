@@ -232,3 +232,19 @@ def test_a_fine_tuned_version_shows_calibration_before_and_after(world, lead_use
     assert calibration["before"]["diagram"] != calibration["after"]["diagram"]
     assert 'id="ece-before"' in content and 'id="ece-after"' in content
     assert f"{stored['ece_before']:.3f} → {stored['ece_after']:.3f}" in content
+
+
+def test_an_evaluation_label_added_after_training_is_flagged_and_listed(world, annotator_user):
+    from labeling.models import Record
+
+    model = world.model
+    moved = Record.objects.filter(dataset=world.dataset, split="pool", label="exchange_rate").order_by("row_index").first()
+    Record.objects.filter(pk=moved.pk).update(split="evaluation")
+    client = browser(annotator_user)
+    content = client.get(reverse("model_evaluation", args=[model.id]), {"version": 2}).content.decode()
+    assert f"measured on {EVALUATION_RECORDS} evaluation labels; {EVALUATION_RECORDS + 1} exist now" in content
+    predicted = next(p["predicted"] for p in evaluation_predictions(model.versions.get(number=2), world.dataset)
+                     if p["id"] == moved.pk)
+    cell = client.get(reverse("model_evaluation_cell", args=[model.id]),
+                      {"version": 2, "gold": "exchange_rate", "predicted": predicted}).content.decode()
+    assert f'data-record-id="{moved.pk}"' in cell
