@@ -71,3 +71,27 @@ def test_annotator_labels_by_keyboard_undoes_and_skips(login, live_server, works
     assert Recommendation.objects.get(model=model, record_id=fifth).leased_to_id == annotator_user.id
     assert not errors
     assert re.search(r"\d", page.locator("#count-rate").inner_text())
+
+
+def test_a_large_label_set_is_labeled_by_typing_to_filter(login, live_server, workspace, annotator_user):
+    labels = tuple(f"intent_{i:02d}" for i in range(40))
+    model, _ = random_setup(workspace, n=200, labels=labels)
+    queue_recompute(model=model)
+    page = login(annotator_user.username)
+    page.goto(f"{live_server.url}/models/{model.id}/label/")
+    expect(page.locator("#labeling")).to_have_attribute("data-ready", "1")
+    first = shown_record(page)
+    page.keyboard.type("ent_3")  # the filter box has the focus: ten labels match
+    expect(page.locator("#label-buttons button:visible")).to_have_count(10)
+    page.keyboard.press("Enter")  # several matches: nothing is labeled
+    expect(page.locator("#label-status")).to_contain_text("Several labels match")
+    page.keyboard.type("7")
+    expect(page.locator("#label-buttons button:visible")).to_have_count(1)
+    page.keyboard.press("Enter")
+    second = wait_for_new_record(page, first)
+    expect(page.locator("#label-filter")).to_have_value("")
+    page.keyboard.press("Escape")  # command keys: skip
+    page.keyboard.press("s")
+    wait_for_new_record(page, second)
+    assert Record.objects.get(pk=first).label == "intent_37"
+    assert Recommendation.objects.get(model=model, record_id=second).leased_to_id is None
