@@ -120,10 +120,16 @@ def model_compare(request, model_id: int):
     # Defaults: one model's newest version against the one before it; two models' newest versions.
     default_a = versions[1] if same_model and len(versions) > 1 else (versions[0] if versions else None)
     version_a = _version_or_404(model_a, request.GET.get("a") or default_a)
-    version_b = _version_or_404(model_b, request.GET.get("b") or (b_versions[0] if b_versions else None))
+    requested_b = _number(request.GET.get("b"))
+    notice = None
+    if not same_model and requested_b is not None and requested_b not in b_versions and b_versions:
+        # The form keeps B's version number when the lead switches model B; show that model's newest instead.
+        notice = f"{model_b.name} has no version {requested_b}; showing its newest, version {b_versions[0]}."
+        requested_b = b_versions[0]
+    version_b = _version_or_404(model_b, requested_b or request.GET.get("b") or (b_versions[0] if b_versions else None))
     context = {"model": model_a, "other_model": None if same_model else model_b, "versions": versions,
                "b_versions": b_versions, "other_models": other_models, "version_a": version_a,
-               "version_b": version_b, "error": None}
+               "version_b": version_b, "error": None, "notice": notice}
     try:
         context["result"] = evaluation.comparison(model_a=model_a, version_a=version_a, model_b=model_b,
                                                   version_b=version_b, include_rows=True)

@@ -204,6 +204,12 @@ def test_compare_page_shows_verdict_deltas_matrices_disagreements_and_learning_c
     assert [p["version"] for p in chart["curves"][0]["points"]] == [1, 2]
     assert [p["training_examples"] for p in chart["curves"][0]["points"]] == [0, v2.training_examples]
 
+    same = model_create(workspace=model.workspace, dataset=world.dataset, name="Same intents",
+                        labels=[{"name": c, "description": DESCRIPTIONS[c]} for c in CATEGORIES])
+    switched = browser(annotator_user).get(reverse("model_compare", args=[model.id]), {"a": 2, "other_model": same.id, "b": 2})
+    assert switched.status_code == 200 and "Same intents has no version 2; showing its newest, version 1" in switched.content.decode()
+    assert browser(annotator_user).get(reverse("model_compare", args=[model.id]), {"a": 2, "b": 7}).status_code == 404
+
     labels = [{"name": c, "description": DESCRIPTIONS[c]} for c in CATEGORIES[:3]]
     other = model_create(workspace=model.workspace, dataset=world.dataset, name="Three intents", labels=labels)
     mismatch = browser(annotator_user).get(reverse("model_compare", args=[model.id]), {"other_model": other.id, "b": 1})
