@@ -127,7 +127,7 @@ def test_compare_with_another_model(world, annotator_api):
     assert "different label sets" in error["message"] and "top_up_failed" in error["message"]
 
 
-def test_compare_without_shared_evaluation_records_answers_zero_counts(workspace, annotator_api):
+def test_compare_without_shared_evaluation_records_answers_zero_counts(workspace, annotator_api, annotator_user):
     dataset = dataset_create_from_records(workspace=workspace, name="no evaluation split", records=[
         {"text": "my card has not arrived yet"}, {"text": "what exchange rate do you use"},
         {"text": "I lost my card"}, {"text": "my top up failed"}])
@@ -143,3 +143,15 @@ def test_compare_without_shared_evaluation_records_answers_zero_counts(workspace
     assert "No shared evaluation records" in body["verdict"]
     threshold = annotator_api.get(f"/v2/models/{model.id}/versions/1/threshold", {"min_precision": 0.9}).json()
     assert threshold["threshold"] is None
+    # The pages say there is nothing to measure instead of failing.
+    from django.test import Client
+
+    client = Client()
+    client.force_login(annotator_user)
+    page = client.get(f"/models/{model.id}/evaluation/")
+    assert page.status_code == 200
+    content = page.content.decode()
+    assert "not measured" in content and "No evaluation records to measure calibration on" in content
+    assert "No confusion matrix" in content
+    compare = client.get(f"/models/{model.id}/compare/")
+    assert compare.status_code == 200 and "No shared evaluation records" in compare.content.decode()
