@@ -70,7 +70,8 @@ class FineTunedHead:
 
     Picklable. Right after training, `out_of_fold_proba` holds the calibrated cross-validated probabilities
     of the training records (in training order), for a cross-validation evaluation without retraining; it is
-    not pickled.
+    not pickled. Their accuracy is an honest out-of-sample figure; their calibration is slightly flattering,
+    since the temperature was fitted on these same scores.
     """
 
     def __init__(self, *, labels: list[str], word_vectorizer: TfidfVectorizer, char_vectorizer: TfidfVectorizer,
