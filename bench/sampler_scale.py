@@ -5,15 +5,17 @@
 Times `labeling.sampling.rank_pool` alone (margin scores + rare-class boost + k-means diversity +
 evaluation share) on a synthetic pool of N x 384 float32 unit vectors with k labels; writing the
 queue to the database is done elsewhere (labeling services) and is NOT included here. Each size runs
-in a fresh subprocess so its peak RSS is its own; the peak includes the pool itself (vectors
-N x 384 float32 + probabilities N x k float32, 1.84 GB at 1M x 77), generated in chunks.
+in a fresh subprocess; its peak RSS (VmHWM, reset once the pool is generated so the generator's
+temporaries do not count) includes the pool itself (vectors N x 384 float32 + probabilities N x k
+float32, 1.84 GB at 1M x 77) plus everything the ranking allocates.
 
 Data is random but shaped like real pools: vectors drawn around 4 x k topic centres with
 per-topic spread (so k-means has structure to find and margins vary), probabilities a tempered
 softmax of cosine to the k class centres, labeled counts long-tailed with some classes at 0.
 
 Measured per size: warm ranking (labels exist) with max_threads=1 and 2, cold start (no labels),
-and warm ranking while another process keeps one core busy. Targets: <= 5 s at 100k, <= 30 s at
+and warm ranking while another process keeps one core busy; at the largest size also with the
+vectors in float16 (as stored; rank_pool accepts them), which halves the pool's memory. Targets: <= 5 s at 100k, <= 30 s at
 1M, peak RSS <= 2 GB at 1M. Writes bench/results/sampler_scale.json.
 """
 from __future__ import annotations
@@ -21,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import resource
 import subprocess
 import sys
 import time
@@ -36,7 +37,7 @@ DIM = 384
 CHUNK = 50_000
 
 
-def synthetic_pool(n: int, k: int, seed: int = 0):
+def synthetic_pool(n: int, k: int, seed: int = 0, vector_dtype=np.float32):
     rng = np.random.default_rng(seed)
     class_centres = rng.normal(size=(k, DIM)).astype(np.float32)
     class_centres /= np.linalg.norm(class_centres, axis=1, keepdims=True)
@@ -45,7 +46,7 @@ def synthetic_pool(n: int, k: int, seed: int = 0):
     topic_centres = class_centres[topic_class] + 0.6 * rng.normal(size=(len(topic_class), DIM)).astype(np.float32) / np.sqrt(DIM)
     topic_spread = rng.uniform(0.8, 1.6, size=len(topic_class)).astype(np.float32)
     topic_weight = rng.dirichlet(np.full(len(topic_class), 0.7))
-    vectors = np.empty((n, DIM), dtype=np.float32)
+    vectors = np.empty((n, DIM), dtype=vector_dtype)
     proba = np.empty((n, k), dtype=np.float32)
     for start in range(0, n, CHUNK):
         m = min(CHUNK, n - start)
@@ -62,22 +63,38 @@ def synthetic_pool(n: int, k: int, seed: int = 0):
     return vectors, proba, counts
 
 
-def measure_one_size(n: int, k: int, queue: int) -> dict:
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+def _reset_peak_rss() -> None:
+    # Writing 5 to clear_refs resets VmHWM (the peak RSS) to the current RSS (Linux >= 4.0), so the peak
+    # measured afterwards is the ranking's, not the data generator's temporaries.
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+
+
+def measure_one_size(n: int, k: int, queue: int, vector_dtype: str = "float32") -> dict:
     """Runs in a fresh subprocess: one pool size, every scenario."""
     from labeling.sampling import rank_pool
 
     started = time.perf_counter()
-    vectors, proba, counts = synthetic_pool(n, k)
+    vectors, proba, counts = synthetic_pool(n, k, vector_dtype=np.dtype(vector_dtype))
     generate_seconds = time.perf_counter() - started
-    rss_after_data = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_after_data = _status_mb("VmRSS")
+    _reset_peak_rss()
 
     def timed(**kwargs) -> tuple[float, list]:
         t = time.perf_counter()
         recs = rank_pool(proba=proba, vectors=vectors, queue_size=queue, seed=1, **kwargs)
         return time.perf_counter() - t, recs
 
-    result = {"n": n, "labels": k, "queue_size": queue, "generate_seconds": round(generate_seconds, 1),
-              "peak_rss_mb_after_data": round(rss_after_data)}
+    result = {"n": n, "labels": k, "queue_size": queue, "vector_dtype": vector_dtype, "generate_seconds": round(generate_seconds, 1),
+              "rss_mb_with_pool_loaded": round(rss_after_data)}
     timed(labeled_counts=counts, max_threads=1)  # warm-up: imports, first BLAS/OpenMP calls
     for threads in (1, 2):
         runs = [timed(labeled_counts=counts, max_threads=threads)[0] for _ in range(2)]
@@ -94,12 +111,12 @@ def measure_one_size(n: int, k: int, queue: int) -> dict:
         busy.wait()
     _, recs = timed(labeled_counts=counts, max_threads=1)
     result["queue_reasons"] = {r: sum(1 for x in recs if x.reason == r) for r in ("uncertain", "diverse", "rare-class", "evaluation")}
-    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    result["peak_rss_mb"] = round(_status_mb("VmHWM"))  # pool + ranking, since the reset above
     return result
 
 
-def _child(n, k, queue, conn):
-    conn.send(measure_one_size(n, k, queue))
+def _child(n, k, queue, vector_dtype, conn):
+    conn.send(measure_one_size(n, k, queue, vector_dtype))
     conn.close()
 
 
@@ -113,9 +130,11 @@ def main(argv=None) -> dict:
     targets = {100_000: {"seconds": 5.0}, 1_000_000: {"seconds": 30.0, "peak_rss_mb": 2048}}
     results = []
     context = multiprocessing.get_context("spawn")
-    for n in args.sizes:
+    # float32 vectors as the product loads them; float16 as they are stored (half the memory), at the largest size.
+    runs = [(n, "float32") for n in args.sizes] + [(max(args.sizes), "float16")]
+    for n, vector_dtype in runs:
         parent, child = context.Pipe()
-        process = context.Process(target=_child, args=(n, args.labels, args.queue, child))
+        process = context.Process(target=_child, args=(n, args.labels, args.queue, vector_dtype, child))
         process.start()
         row = parent.recv()
         process.join()
@@ -126,11 +145,11 @@ def main(argv=None) -> dict:
         row["meets_target"] = bool(worst <= target.get("seconds", float("inf"))
                                    and row["peak_rss_mb"] <= target.get("peak_rss_mb", float("inf")))
         results.append(row)
-        print(f"{n:>9,} x {DIM} x {args.labels} labels: warm {row['warm_seconds_threads1']} s (1 thread), "
+        print(f"{n:>9,} x {DIM} {vector_dtype} x {args.labels} labels: warm {row['warm_seconds_threads1']} s (1 thread), "
               f"{row['warm_seconds_threads2']} s (2 threads); cold start {row['cold_start_seconds_threads1']} s; "
               f"one core busy: {row['warm_seconds_threads1_one_core_busy']} s (1 thread), "
               f"{row['warm_seconds_threads2_one_core_busy']} s (2 threads); peak RSS {row['peak_rss_mb']} MB "
-              f"(pool alone {row['peak_rss_mb_after_data']} MB); target {target} -> {'met' if row['meets_target'] else 'MISSED'}",
+              f"(pool loaded: {row['rss_mb_with_pool_loaded']} MB); target {target} -> {'met' if row['meets_target'] else 'MISSED'}",
               flush=True)
     out = {"what": "labeling.sampling.rank_pool full recompute (score + boost + diversity + evaluation share); "
                    "DB write of the queue not included",
