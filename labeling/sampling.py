@@ -10,30 +10,35 @@ Expected gain of labeling pool record i (predicted class c_i, probabilities p_i)
     margin_i = 1 - (p_i[top1] - p_i[top2])            # 1 = the model cannot tell its two best guesses apart
     need(c)  = 1 + RARE_BOOST / sqrt(1 + labeled_c)   # classes with few labels gain more from one more
 
-Why this formula: margin is the uncertainty measure that works best for linear heads on sentence
-vectors (measured on Banking77: it beats random from about 300 labels on, where entropy is swayed
-by the long tail of 77 near-zero probabilities). Margin alone, however, fills a batch with
-near-duplicates (ten ways of asking the same thing the model is confused about) and ignores classes
-it rarely predicts. So:
+Why this formula: margin is the usual uncertainty measure for many-class linear heads (entropy over
+77 classes is dominated by the tail of near-zero probabilities). Margin alone, however, fills a batch
+with near-duplicates (ten ways of asking the same thing the model is confused about) and ignores
+classes it rarely predicts. So:
 
-1. **Uncertain candidates.** The `CANDIDATE_FACTOR` × queue (at most `MAX_CANDIDATES`) records
-   with the highest gain form the candidate set (a 1M pool is reduced to 10k in one argpartition).
-2. **Diversity (Cluster-Margin).** MiniBatchKMeans splits the candidates into up to
-   `MAX_CLUSTERS` clusters; the queue takes the best record of every cluster (clusters ordered by
-   their best gain), then the second best of every cluster, and so on. Any top slice of the queue
-   therefore holds at most one record per cluster per round, whatever the pool's duplication.
+1. **Uncertain candidates.** The `CANDIDATE_FACTOR` × queue (at least `MIN_CANDIDATES`, at most
+   `MAX_CANDIDATES`) records with the highest gain form the candidate set (one argpartition on 1M).
+2. **Diversity (Cluster-Margin) with representativeness.** MiniBatchKMeans splits the candidates
+   into up to `MAX_CLUSTERS` clusters. A cluster's pick is the record maximising
+   gain × cos(record, cluster centre)^REPRESENTATIVENESS_POWER: uncertain *and* typical, because an
+   outlier teaches the model little about the records around it (measured on Banking77, 2 seeds:
+   0.856 accuracy at 500 labels with power 2 or 4 against 0.836 without). The queue takes the pick of
+   every cluster (clusters ordered by their pick's gain), then the second of every cluster, and so
+   on, so any top slice of the queue holds at most one record per cluster per round.
 3. **Rare classes.** `need(c)` boosts records predicted as classes with few labels; and every class
-   with no label at all gets, ahead of the rest, the pool record most likely to belong to it, so a
-   class the model never predicts still gets a first example.
+   with no label at all gets, ahead of the rest, a first example: the most typical pool record
+   predicted as it (nearest the pool's probability-weighted mean vector for that class), or, if the
+   model predicts it nowhere, the record most likely to belong to it.
 4. **Evaluation share.** `evaluation_share` of the queue are uniformly random pool records (reason
    "evaluation"), interleaved evenly so annotators label them as they go; the product keeps their
    labels out of training, which makes the evaluation split an unbiased sample of the pool.
 
 Cold start (no labels yet): `proba` is the describe-and-classify (zero-shot) version's. The queue
-starts with one record per label (the record most likely to be that label, so every label gets an
-example early), followed by the representatives (record nearest each centroid) of k-means clusters
-of the whole pool, largest cluster first, so the first labels spread over what the pool contains;
-then the uncertainty/diversity ranking above on the zero-shot probabilities.
+starts with one first example per label (step 3), followed by the representatives (record nearest
+each centroid) of k-means clusters of the pool (a 10k sample), largest cluster first, so the first
+labels spread over what the pool contains; then steps 1-2 on the zero-shot probabilities.
+
+Measured (bench/README_sampler.md): on Banking77 from no labels, 0.855 accuracy at 500 labels against
+random's 0.783, a label-saving factor of 2.3x; a 1M x 384 pool ranks in 2.6 s on one thread.
 
 `score` is the expected gain used to order the queue and never increases down the queue: an entry
 placed early for coverage (first example of a label, cluster representative, evaluation record)
