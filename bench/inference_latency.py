@@ -17,7 +17,7 @@ Targets: p50 <= 20 ms, p99 <= 60 ms (one client); >= 500 texts/s (four clients).
 Writes bench/results/inference_latency.json. The machine (2 cores) may be shared: the load average at the
 start is recorded with the figures.
 
-    .venv/bin/python bench/inference_latency.py [--requests 400] [--seconds 20]
+    .venv/bin/python bench/inference_latency.py [--requests 400] [--seconds 20] [--reference-requests 100]
 """
 from __future__ import annotations
 
@@ -229,6 +229,7 @@ def reference_measure(batches: list[list[str]], train: list[tuple[str, str]], re
         thread.join()
     elapsed = time.perf_counter() - started
     return {"what": "sentence-transformers (torch) + scikit-learn LogisticRegression, in-process, no HTTP",
+            "requests_single_caller": requests_single,
             "p50_ms": round(statistics.median(latencies) * 1000, 2), "p99_ms": round(percentile(latencies, 99) * 1000, 2),
             "four_threads_texts_per_s": round(sum(counts) * BATCH / elapsed, 1)}
 
@@ -238,6 +239,8 @@ def main() -> None:
     parser.add_argument("--setup", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--reference-requests", type=int, default=100,
+                        help="sequential calls for the in-process reference (slow on a loaded machine)")
     args = parser.parse_args()
     if args.setup:
         sys.path.insert(0, str(ROOT))
@@ -256,11 +259,12 @@ def main() -> None:
         wait_until_up(base, setup["api_key"], setup["model_id"])
         print("measuring the HTTP endpoint...", flush=True)
         served = http_measure(base, setup["api_key"], setup["model_id"], batches, args.requests, args.seconds)
+        print(json.dumps({"served": served}), flush=True)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
     print("measuring the in-process reference...", flush=True)
-    reference = reference_measure(batches, read_csv("train.csv"), args.requests, args.seconds)
+    reference = reference_measure(batches, read_csv("train.csv"), args.reference_requests, args.seconds)
     targets = {"p50_ms": 20, "p99_ms": 60, "four_clients_texts_per_s": 500}
     result = {
         "benchmark": "inference_latency",

@@ -38,7 +38,7 @@ class Sleeps(list):
 
 
 @pytest.fixture
-def setup(banking77_dir):
+def server_data(banking77_dir):
     workspace = make_workspace()
     admin = make_user(workspace, "admin")
     dataset = make_ready_dataset(workspace, banking77_rows(banking77_dir, per_label=6))
@@ -46,15 +46,15 @@ def setup(banking77_dir):
             "annotator_key": make_key(workspace, "annotator")}
 
 
-def test_model_lifecycle_and_chunked_classify(live_server, setup):
+def test_model_lifecycle_and_chunked_classify(live_server, server_data):
     sleeps = Sleeps()
-    client = Client(live_server.url, setup["admin_key"], sleep=sleeps)
-    created = client.create_model("Contact reason", setup["dataset"].id,
+    client = Client(live_server.url, server_data["admin_key"], sleep=sleeps)
+    created = client.create_model("Contact reason", server_data["dataset"].id,
                                   {label["name"]: label["description"] for label in LABELS})
     assert created["status"] == "ready" and created["version"] == 1
     assert [m["id"] for m in client.models()] == [created["id"]]
     assert client.model(created["id"])["name"] == "Contact reason"
-    assert [d["id"] for d in client.datasets()] == [setup["dataset"].id]
+    assert [d["id"] for d in client.datasets()] == [server_data["dataset"].id]
 
     with pytest.raises(Conflict) as not_deployed:
         client.classify(created["id"], ["hello"])
@@ -74,17 +74,17 @@ def test_model_lifecycle_and_chunked_classify(live_server, setup):
     assert sleeps == []
 
 
-def test_other_4xx_raise_at_once_with_typed_errors(live_server, setup):
+def test_other_4xx_raise_at_once_with_typed_errors(live_server, server_data):
     sleeps = Sleeps()
-    client = Client(live_server.url, setup["admin_key"], sleep=sleeps)
+    client = Client(live_server.url, server_data["admin_key"], sleep=sleeps)
     with pytest.raises(NotFound) as missing:
         client.model(999_999)
     assert missing.value.status == 404 and missing.value.error_code == "NOT_FOUND"
     with pytest.raises(BadRequest) as bad:
-        client.create_model("x", setup["dataset"].id, [])
+        client.create_model("x", server_data["dataset"].id, [])
     assert bad.value.error_code == "INVALID_FIELD"
     with pytest.raises(Forbidden):
-        Client(live_server.url, setup["annotator_key"], sleep=sleeps).deploy(1)
+        Client(live_server.url, server_data["annotator_key"], sleep=sleeps).deploy(1)
     with pytest.raises(Unauthorized):
         Client(live_server.url, "lf_not-a-key", sleep=sleeps).models()
     assert sleeps == []
@@ -111,11 +111,11 @@ def test_429_waits_retry_after_then_succeeds(live_server, banking77_dir):
     assert len(stuck) == 5 and all(wait == limited.value.retry_after or wait >= 1 for wait in stuck)
 
 
-def test_5xx_backs_off_1_2_then_succeeds(live_server, setup, settings):
+def test_5xx_backs_off_1_2_then_succeeds(live_server, server_data, settings):
     settings.ROOT_URLCONF = "tests.test_client"
     _flaky_calls["count"] = 0
     sleeps = Sleeps()
-    client = Client(live_server.url, setup["admin_key"], sleep=sleeps)
+    client = Client(live_server.url, server_data["admin_key"], sleep=sleeps)
     assert client.request("GET", "/v2/test-flaky") == {"ok": True, "calls": 3}
     assert sleeps == [1, 2]
 
