@@ -133,3 +133,33 @@ def test_connection_errors_back_off_then_raise():
     with pytest.raises(ConnectionFailed):
         client.models()
     assert sleeps == [1, 2, 4]
+
+
+def test_full_workflow_through_the_client(live_server, banking77_dir, tmp_path):
+    """Upload, similarity, describe a model, recommendations, labels, training job: every client method the API serves."""
+    workspace = make_workspace()
+    client = Client(live_server.url, make_key(workspace, "admin", make_user(workspace, "admin")), sleep=Sleeps())
+    rows = banking77_rows(banking77_dir, per_label=8)
+    csv_path = tmp_path / "messages.csv"
+    csv_path.write_text("text\n" + "".join('"' + text.replace('"', '""') + '"\n' for text, _ in rows))
+
+    dataset = client.upload_dataset("Messages", csv_path)
+    assert dataset["status"] in {"processing", "ready"}
+    dataset = client.dataset(dataset["id"])  # imports run eagerly in tests
+    assert dataset["status"] == "ready" and dataset["record_count"] == len(rows)
+    assert [d["id"] for d in client.datasets()] == [dataset["id"]]
+
+    matrix = client.similarity(["lost card", "stolen card", "exchange rate"])
+    assert len(matrix) == 3 and matrix[0][1] > matrix[0][2]
+    assert len(client.similarity(["a", "b"], queries=["c"])) == 1
+
+    model = client.create_model("Reasons", dataset["id"], LABELS)
+    # The first call finds the queue empty and has it computed (eagerly here); the next one draws from it.
+    recommended = client.recommendations(model["id"], limit=5) or client.recommendations(model["id"], limit=5)
+    assert 0 < len(recommended) <= 5
+    label_of = {text: label for text, label in rows}
+    answer = client.submit_labels(model["id"], {r["record"]["id"]: label_of[r["record"]["text"]] for r in recommended})
+    assert answer["accepted"] == len(recommended)
+    job = client.train(model["id"], "active-learning")
+    assert client.job(job["id"])["kind"] == "train"
+    assert len(client.versions(model["id"])) >= 1
