@@ -16,7 +16,7 @@ def _ensure_filesystem_broker_folders() -> None:
     if settings.CELERY_BROKER_URL.startswith("filesystem"):
         from pathlib import Path
 
-        for key in ("data_folder_in", "data_folder_out", "processed_folder"):
+        for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
             Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS[key]).mkdir(parents=True, exist_ok=True)
 
 

@@ -125,7 +125,8 @@ CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL or "filesystem
 _fs_broker_dir = VAR_DIR / "broker"
 CELERY_BROKER_TRANSPORT_OPTIONS = (
     {"data_folder_in": str(_fs_broker_dir / "out"), "data_folder_out": str(_fs_broker_dir / "out"),
-     "processed_folder": str(_fs_broker_dir / "processed"), "store_processed": False}
+     "processed_folder": str(_fs_broker_dir / "processed"), "control_folder": str(_fs_broker_dir / "control"),
+     "store_processed": False}
     if CELERY_BROKER_URL.startswith("filesystem") else {"visibility_timeout": 3600}
 )
 CELERY_RESULT_BACKEND = None
