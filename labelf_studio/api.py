@@ -232,14 +232,27 @@ class ApiConventionsMiddleware:
             raise ApiError(404, "NOT_FOUND", f"No such path: {path}")
 
         response = self.get_response(request)
-        if response.status_code == 405 and response.get("Content-Type", "").startswith("application/json") is False:
-            allowed = response.get("Allow", "")
-            response = error_response(request, 405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed here" + (f"; allowed: {allowed}" if allowed else ""))
-            if allowed:
-                response["Allow"] = allowed
-        elif response.status_code == 404 and not response.get("Content-Type", "").startswith("application/json"):
-            response = error_response(request, 404, "NOT_FOUND", f"No such path: {path}")
+        if response.status_code >= 400 and not response.get("Content-Type", "").startswith("application/json"):
+            response = self._as_contract_error(request, response)
         return response
+
+    def _as_contract_error(self, request, response):
+        """Django's own error responses (405 from routing, 500 from an exception it already turned
+        into an HTML page, ...) in the contract's body; never an HTML page or a stack trace."""
+        status = response.status_code
+        if status == 405:
+            allowed = response.get("Allow", "")
+            converted = error_response(request, 405, "METHOD_NOT_ALLOWED",
+                                       f"{request.method} is not allowed here" + (f"; allowed: {allowed}" if allowed else ""))
+            if allowed:
+                converted["Allow"] = allowed
+            return converted
+        if status >= 500:
+            return error_response(request, 500, "INTERNAL_ERROR", "Internal error; retry with backoff and quote the request_id")
+        code = {400: "INVALID_FIELD", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 409: "CONFLICT",
+                413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 429: "RATE_LIMIT_EXCEEDED"}.get(status, "INVALID_FIELD")
+        message = "Not found" if status == 404 else f"Request failed ({status})"
+        return error_response(request, status, code, message)
 
     def _check_body(self, request) -> None:
         if request.method not in {"POST", "PUT", "PATCH", "DELETE"}:

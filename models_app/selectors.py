@@ -44,7 +44,7 @@ def model_to_dict(model: ClassificationModel) -> dict:
     version = shown_version(model)
     trained = version is not None and version.type != ModelType.DESCRIBE_AND_CLASSIFY
     return {
-        "id": model.id, "name": model.name, "type": version.type if version else model.type, "status": model.status,
+        "id": model.id, "name": model.name, "type": model.type, "status": model.status,
         "labels": list(model.labels), "metrics": version.metrics if version else None,
         "training_examples": version.training_examples if version else 0,
         "last_trained": _iso(version.created_at) if trained else None,

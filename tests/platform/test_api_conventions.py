@@ -142,3 +142,21 @@ def test_every_schema_operation_rejects_a_missing_key(db):
         for method in operations:
             response = getattr(client, method)(concrete, content_type="application/json") if method != "get" else client.get(concrete)
             assert_error(response, 401, "UNAUTHORIZED")
+
+
+def test_an_exception_django_turned_into_an_html_page_still_gets_the_contract_body(admin_api, monkeypatch):
+    """A plain Django view under /v2 that raises: Django renders a 500 page before our middleware
+    sees it; the client must still get the JSON error body."""
+    from labelf_studio import api as api_module
+
+    real = api_module.ApiConventionsMiddleware._handle
+
+    def handle_with_failing_view(self, request):
+        from django.http import HttpResponseServerError
+
+        self.get_response = lambda request: HttpResponseServerError("<h1>Server Error (500)</h1>")
+        return real(self, request)
+
+    monkeypatch.setattr(api_module.ApiConventionsMiddleware, "_handle", handle_with_failing_view)
+    body = assert_error(admin_api.get("/v2/models"), 500, "INTERNAL_ERROR")
+    assert "<h1>" not in body["message"]
