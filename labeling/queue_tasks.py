@@ -38,7 +38,7 @@ def recompute_queue(job_id: int) -> None:
                 "written": stats.written, "kept_leases": stats.kept_leases})
 
 
-@shared_task(time_limit=60)
+@shared_task(time_limit=60, soft_time_limit=50)
 def release_expired_leases() -> int:
     """Every minute (beat): clears leases past their expiry so the queue shows who really holds what."""
     from .queue import leases_release_expired
