@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from playwright.sync_api import expect
@@ -14,6 +15,15 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 # Chromium's launch arguments come from tests/browser/conftest.py (browser_type_launch_args).
+
+
+def eventually(check, timeout: float = 20.0):
+    """The page shows the next record before its label/skip request has finished (that is what
+    makes labeling instant), so the database is read once those requests have landed."""
+    deadline = time.time() + timeout
+    while not check():
+        assert time.time() < deadline, "the page's requests did not reach the server in time"
+        time.sleep(0.1)
 
 
 def shown_record(page) -> int:
@@ -60,6 +70,8 @@ def test_annotator_labels_by_keyboard_undoes_and_skips(login, live_server, works
     expect(page.locator("#label-help")).to_be_visible()
     expect(page.locator("#count-session")).to_have_text("3")
 
+    eventually(lambda: Record.objects.filter(id__in=[first, second, third], label__isnull=False).count() == 3
+               and not Recommendation.objects.filter(model=model, record_id=fourth, leased_to__isnull=False).exists())
     labels = dict(Record.objects.filter(id__in=[first, second, third]).values_list("id", "label"))
     assert labels == {first: model.labels[0], second: predicted_second, third: model.labels[1]}
     history = list(Annotation.objects.filter(record_id=third).order_by("created_at", "id")
@@ -93,5 +105,7 @@ def test_a_large_label_set_is_labeled_by_typing_to_filter(login, live_server, wo
     page.keyboard.press("Escape")  # command keys: skip
     page.keyboard.press("s")
     wait_for_new_record(page, second)
+    eventually(lambda: Record.objects.get(pk=first).label is not None
+               and Recommendation.objects.get(model=model, record_id=second).leased_to_id is None)
     assert Record.objects.get(pk=first).label == "intent_37"
     assert Recommendation.objects.get(model=model, record_id=second).leased_to_id is None
