@@ -11,4 +11,5 @@ urlpatterns = [
     path("models/<int:model_id>/deploy/", views.model_deploy, name="model_deploy"),
     path("models/<int:model_id>/archive/", views.model_archive, name="model_archive"),
     path("models/<int:model_id>/settings/", views.model_settings, name="model_settings"),
+    path("models/<int:model_id>/descriptions/", views.model_descriptions, name="model_descriptions"),
 ]

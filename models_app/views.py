@@ -156,3 +156,20 @@ def model_settings(request, model_id: int):
     else:
         messages.success(request, "Saved.")
     return redirect("model_detail", model_id=model.id)
+
+
+@workspace_role_required("lead")
+@require_POST
+def model_descriptions(request, model_id: int):
+    """Edits label descriptions; a describe-and-classify model gets a new version built from them."""
+    model = _model_or_404(request, model_id)
+    descriptions = {label: request.POST.get(f"description-{index}", "").strip()
+                    for index, label in enumerate(model.labels)}
+    try:
+        updated = services.model_update(model=model, label_descriptions=descriptions, user=request.user)
+    except ApiError as exc:
+        messages.error(request, f"Not saved: {exc.message}")
+    else:
+        messages.success(request, f"Descriptions saved; serving version {updated.latest_version.number}."
+                         if updated.type == "describe-and-classify" else "Descriptions saved.")
+    return redirect("model_detail", model_id=model.id)
