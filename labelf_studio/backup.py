@@ -48,7 +48,7 @@ from django.utils.dateparse import parse_datetime
 
 from labelf_studio.workspaces.models import AuditEvent, Membership, Workspace
 from labelf_studio.workspaces.services import audit_record
-from labeling.embeddings import _chunk_name as vector_chunk_name
+from labeling.embeddings import vector_chunk_name
 from labeling.models import Annotation, Dataset, Job, JobStatus, Recommendation, Record
 from models_app.models import ClassificationModel, DeploymentEvent, ModelVersion
 from models_app.services import artifact_path

@@ -333,7 +333,7 @@ def _dataset_dir(dataset_id: int) -> str:
     return f"vectors/dataset_{int(dataset_id)}"
 
 
-def _chunk_name(dataset_id: int, chunk_index: int) -> str:
+def vector_chunk_name(dataset_id: int, chunk_index: int) -> str:
     return f"{_dataset_dir(dataset_id)}/chunk_{int(chunk_index)}.npy"
 
 
@@ -367,7 +367,7 @@ def vectors_write_chunk(*, dataset_id: int, chunk_index: int, vectors: np.ndarra
     np.save(buffer, vectors.astype(STORED_DTYPE), allow_pickle=False)
     payload = buffer.getvalue()
     storage = _storage()
-    name = _chunk_name(dataset_id, chunk_index)
+    name = vector_chunk_name(dataset_id, chunk_index)
     local_path = _local_path(storage, name)
     if local_path is not None:
         # Local disk: write a temporary file beside the target and rename it over, which is atomic.
@@ -395,7 +395,7 @@ def vectors_write_chunk(*, dataset_id: int, chunk_index: int, vectors: np.ndarra
 
 
 def vectors_chunk_exists(*, dataset_id: int, chunk_index: int) -> bool:
-    return _storage().exists(_chunk_name(dataset_id, chunk_index))
+    return _storage().exists(vector_chunk_name(dataset_id, chunk_index))
 
 
 def _read_chunk(storage, name: str) -> np.ndarray:
@@ -422,7 +422,7 @@ def vectors_load(*, dataset_id: int, row_count: int, chunk_size: int) -> np.ndar
     for chunk_index in range(chunk_count):
         start = chunk_index * chunk_size
         expected_rows = min(chunk_size, row_count - start)
-        name = _chunk_name(dataset_id, chunk_index)
+        name = vector_chunk_name(dataset_id, chunk_index)
         try:
             chunk = _read_chunk(storage, name)
         except FileNotFoundError:
