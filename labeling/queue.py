@@ -365,8 +365,10 @@ def queue_recompute(*, model, version=None, max_threads: int = 1) -> QueueStats:
         # Serialises concurrent recomputes of one model (a recommend job and a train job's last step).
         ClassificationModel.objects.select_for_update().filter(pk=model.pk).first()
         now = timezone.now()
-        held = set(Recommendation.objects.filter(model=model, lease_expires_at__gte=now).values_list("record_id", flat=True))
         Recommendation.objects.filter(model=model).exclude(lease_expires_at__gte=now).delete()
+        # Read after the delete: an annotator may lease a row between two statements (READ COMMITTED),
+        # and whatever survived the delete is exactly what must not be written again.
+        held = set(Recommendation.objects.filter(model=model).values_list("record_id", flat=True))
         candidate_ids = [record_ids[item.row] for item in ranked]
         still_unlabeled = set(Record.objects.filter(id__in=candidate_ids, label__isnull=True).values_list("id", flat=True))
         labels = list(model.labels)

@@ -18,7 +18,7 @@ def recompute_queue(job_id: int) -> None:
     from .queue import queue_recompute
 
     with transaction.atomic():
-        job = Job.objects.select_for_update().filter(pk=job_id, kind=JobKind.RECOMMEND).select_related("model").first()
+        job = Job.objects.select_for_update(of=("self",)).filter(pk=job_id, kind=JobKind.RECOMMEND).select_related("model").first()
         if job is None or job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
             return
         if job.model is None:
