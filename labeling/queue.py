@@ -351,11 +351,14 @@ def queue_recompute(*, model, version=None, max_threads: int = 1) -> QueueStats:
     if pool:
         record_ids = [record_id for record_id, _ in pool]
         rows = np.fromiter((row for _, row in pool), dtype=np.int64, count=len(pool))
-        vectors = vectors_load(dataset_id=dataset.id, row_count=dataset.record_count, chunk_size=dataset.vector_chunk_size)[rows]
+        all_vectors = vectors_load(dataset_id=dataset.id, row_count=dataset.record_count, chunk_size=dataset.vector_chunk_size)
+        # Fancy indexing copies (1.5 GB at 1M rows): skip it when the pool is every row, in order.
+        whole = len(rows) == len(all_vectors) and bool(np.all(rows == np.arange(len(rows))))
+        vectors = all_vectors if whole else all_vectors[rows]
         head = head_for_version(version)
         # Only fine-tuned heads read the texts (their n-gram features); the others work from vectors alone.
         texts = _pool_texts(record_ids) if version.type == ModelType.FINE_TUNED else None
-        proba = head.predict_proba(vectors, texts)
+        proba = head.predict_proba(vectors, texts).astype(np.float32, copy=False)
         ranked = rank_pool(proba=proba, vectors=vectors, labeled_counts=labeled_counts(model=model),
                            queue_size=QUEUE_SIZE, evaluation_share=model.evaluation_share,
                            seed=version.number * 100_003 + len(pool), max_threads=max_threads)
