@@ -108,9 +108,21 @@
     });
   }
 
-  function updateStats(stats) {
+  // Label requests run concurrently and their answers can arrive out of order: only the answer to
+  // the newest request (or a later poll) may update the counters.
+  var statsRequested = 0, statsApplied = 0;
+  function updateStats(stats, sequence) {
     if (!stats) { return; }
-    document.getElementById("count-total").textContent = stats.labeled_total;
+    var total = document.getElementById("count-total");
+    if (sequence < statsApplied) {
+      // A late answer: the server may have counted later labels before this one, so it may still
+      // raise the total, never lower it.
+      var shown = parseInt(total.textContent, 10);
+      if (!isNaN(shown) && stats.labeled_total > shown) { total.textContent = stats.labeled_total; }
+      return;
+    }
+    statsApplied = sequence;
+    total.textContent = stats.labeled_total;
     document.getElementById("model-version").textContent = stats.version == null ? "–" : stats.version;
     document.getElementById("model-accuracy").textContent =
       stats.accuracy == null ? "–" : Math.round(stats.accuracy * 100) + "%";
@@ -137,6 +149,7 @@
     updateCounter();
     status("Labeled “" + name + "”.");
     advance();
+    var sequence = ++statsRequested;
     post(root.getAttribute("data-submit-url"), {record_id: id, label: name, duration_ms: duration})
       .then(function (r) { return r.json().then(function (body) { return {ok: r.ok, body: body}; }); })
       .then(function (answer) {
@@ -150,7 +163,7 @@
           show(labeled);
           return;
         }
-        updateStats(answer.body.stats);
+        updateStats(answer.body.stats, sequence);
       }, function () {
         delete inFlight[id];
         status("Network error: the last label was not saved. The record is shown again.", true);
@@ -199,8 +212,9 @@
   }
 
   function refreshStats() {
+    var sequence = ++statsRequested;
     fetch(root.getAttribute("data-stats-url"), {credentials: "same-origin", headers: {"Accept": "application/json"}})
-      .then(function (r) { return r.ok ? r.json() : null; }).then(updateStats, function () {});
+      .then(function (r) { return r.ok ? r.json() : null; }).then(function (stats) { updateStats(stats, sequence); }, function () {});
   }
 
   function toggleHelp() {
