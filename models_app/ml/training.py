@@ -27,11 +27,19 @@ import warnings
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import KFold
 from threadpoolctl import threadpool_limits
+
+from .calibration import apply_temperature, expected_calibration_error, fit_temperature
 
 C = 10.0
 PRIOR_STRENGTH = 0.5
 MAX_ITER = 300
+# Confidences must mean what they say (thresholds and above_threshold rely on it): the blended
+# probabilities are temperature-scaled, with T fitted on out-of-fold predictions of the training
+# labels, once there are enough of them for the folds to say something.
+CALIBRATION_FOLDS = 3
+CALIBRATION_MIN_LABELS = 30
 
 
 class ActiveLearningHead:
@@ -58,7 +66,9 @@ class ActiveLearningHead:
         else:
             prior = np.asarray(self.prior_head.predict_proba(vectors, texts), dtype=np.float64)
         blended = self.blend_weights * classifier_proba + (1.0 - self.blend_weights) * prior
-        return blended / blended.sum(axis=1, keepdims=True)
+        blended /= blended.sum(axis=1, keepdims=True)
+        temperature = getattr(self, "temperature", 1.0)  # heads pickled before calibration existed
+        return blended if temperature == 1.0 else apply_temperature(blended, temperature, logits=False)
 
 
 def train_active_learning_head(
@@ -69,6 +79,7 @@ def train_active_learning_head(
     prior_head=None,
     seed: int = 0,
     max_threads: int = 1,
+    calibrate: bool = True,
 ) -> ActiveLearningHead:
     labels = list(labels)
     y = np.asarray(y, dtype=np.int64)
@@ -103,7 +114,7 @@ def train_active_learning_head(
         "classes_with_examples": [labels[i] for i in classes],
         "blend_weights": {labels[i]: round(float(blend_weights[i]), 4) for i in range(len(labels))},
     }
-    return ActiveLearningHead(
+    head = ActiveLearningHead(
         labels=labels,
         classifier=classifier,
         classes=classes,
@@ -111,3 +122,18 @@ def train_active_learning_head(
         prior_head=prior_head,
         details=details,
     )
+    head.temperature = 1.0
+    if calibrate and len(y) >= CALIBRATION_MIN_LABELS and len(classes) >= 2:
+        out_of_fold = np.zeros((len(y), len(labels)))
+        for train_rows, held_rows in KFold(CALIBRATION_FOLDS, shuffle=True, random_state=seed).split(vectors):
+            fold_head = train_active_learning_head(labels=labels, vectors=vectors[train_rows], y=y[train_rows],
+                                                   prior_head=prior_head, seed=seed, max_threads=max_threads,
+                                                   calibrate=False)
+            out_of_fold[held_rows] = fold_head.predict_proba(vectors[held_rows])
+        head.temperature = fit_temperature(out_of_fold, y, logits=False)
+        details["calibration"] = {
+            "temperature": round(head.temperature, 4), "folds": CALIBRATION_FOLDS,
+            "ece_before": expected_calibration_error(y, out_of_fold),
+            "ece_after": expected_calibration_error(y, apply_temperature(out_of_fold, head.temperature, logits=False)),
+        }
+    return head

@@ -114,3 +114,37 @@ def test_rejects_inconsistent_input():
         train_active_learning_head(labels=LABELS[:2], vectors=x[-10:], y=y[-10:])  # y holds index 4
     with pytest.raises(ValueError):
         train_active_learning_head(labels=LABELS, vectors=x[:10], y=y[:10], prior_head=CentroidPrior(LABELS[::-1], prior.label_vectors))
+
+
+def test_confidences_are_temperature_calibrated_on_out_of_fold_predictions():
+    """Blending with a flat prior leaves the head timid; the fitted temperature makes its confidence
+    match its accuracy on unseen data, without changing a single prediction."""
+    from models_app.ml.calibration import expected_calibration_error
+
+    rng = np.random.default_rng(3)
+    k, dim = 6, 32
+    centres = rng.normal(size=(k, dim))
+
+    def sample(n):
+        y = rng.integers(0, k, size=n)
+        x = centres[y] + rng.normal(scale=1.6, size=(n, dim))
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), y
+
+    x_train, y_train = sample(300)
+    x_test, y_test = sample(2000)
+    labels = [f"c{i}" for i in range(k)]
+    raw = train_active_learning_head(labels=labels, vectors=x_train, y=y_train, calibrate=False)
+    calibrated = train_active_learning_head(labels=labels, vectors=x_train, y=y_train)
+    p_raw, p_cal = raw.predict_proba(x_test), calibrated.predict_proba(x_test)
+    assert np.array_equal(p_raw.argmax(1), p_cal.argmax(1))
+    assert np.allclose(p_cal.sum(1), 1.0)
+    assert calibrated.details["calibration"]["ece_after"] < calibrated.details["calibration"]["ece_before"]
+    assert expected_calibration_error(y_test, p_cal) < expected_calibration_error(y_test, p_raw)
+    assert expected_calibration_error(y_test, p_cal) < 0.05
+
+
+def test_few_labels_are_not_calibrated():
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(10, 8)).astype(np.float32)
+    head = train_active_learning_head(labels=["a", "b"], vectors=vectors, y=np.array([0, 1] * 5))
+    assert head.temperature == 1.0 and "calibration" not in head.details
