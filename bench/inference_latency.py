@@ -36,6 +36,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the project and `bench.serving`
+
+from bench.serving import percentile, wait_until_up  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 BANKING77 = ROOT.parent / "shared" / "data" / "banking77"
@@ -61,11 +64,6 @@ def server_env() -> dict:
 def read_csv(name: str) -> list[tuple[str, str]]:
     with open(BANKING77 / name, newline="") as handle:
         return [(row["text"], row["category"]) for row in csv.DictReader(handle)]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 # --- setup (runs in a child process with the production settings) -----------------------------------
@@ -125,20 +123,6 @@ def start_server(port: int) -> subprocess.Popen:
          "--log-level", "warning", "--timeout", "120"],
         env=server_env(), cwd=ROOT, start_new_session=True)
     return process
-
-
-def wait_until_up(base: str, key: str, model_id: int) -> None:
-    import requests
-
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if requests.get(f"{base}/v2/models/{model_id}", headers={"Authorization": f"Bearer {key}"}, timeout=5).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError("gunicorn did not come up")
 
 
 def http_measure(base: str, key: str, model_id: int, batches: list[list[str]], requests_single: int, seconds: float) -> dict:
@@ -243,7 +227,6 @@ def main() -> None:
                         help="sequential calls for the in-process reference (slow on a loaded machine)")
     args = parser.parse_args()
     if args.setup:
-        sys.path.insert(0, str(ROOT))
         setup_data()
         return
 

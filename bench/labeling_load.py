@@ -43,6 +43,9 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the project and `bench.serving`
+
+from bench.serving import percentile, wait_until_up  # noqa: E402
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 DB_NAME = "labelf_bench_label"
 DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
@@ -63,11 +66,6 @@ def server_env() -> dict:
         "LOG_LEVEL": "WARNING", "OMP_NUM_THREADS": "1",
     })
     return env
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 # --- setup (a child process with the production settings) ------------------------------------------------
@@ -178,20 +176,6 @@ def start_server(port: int, access_log: Path) -> subprocess.Popen:
         env=server_env(), cwd=ROOT, start_new_session=True)
 
 
-def wait_until_up(base: str, key: str, model_id: int) -> None:
-    import requests
-
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if requests.get(f"{base}/v2/models/{model_id}", headers={"Authorization": f"Bearer {key}"}, timeout=5).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError("gunicorn did not come up")
-
-
 def run_load(base: str, keys: list[str], model_id: int, seconds: float) -> dict:
     import requests
 
@@ -275,7 +259,6 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--warmup-seconds", type=float, default=3)
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
     if args.setup:
         setup_data(args.annotators)
         return
