@@ -60,15 +60,24 @@ class Record(models.Model):
     labeled_at = models.DateTimeField(null=True, blank=True)
     # Near-duplicates a lead chose to keep out of the recommendation pool.
     excluded = models.BooleanField(default=False)
+    # Overlap annotators disagreed: no label (training skips it) until a lead adjudicates (labeling/review.py).
+    in_conflict = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["row_index"]
         constraints = [models.UniqueConstraint(fields=["dataset", "row_index"], name="unique_record_row")]
-        indexes = [models.Index(fields=["dataset", "label"]), models.Index(fields=["dataset", "split"])]
+        indexes = [models.Index(fields=["dataset", "label"]), models.Index(fields=["dataset", "split"]),
+                   # Partial: conflicts are few, and the review queue must not scan a million-row dataset.
+                   models.Index(fields=["dataset"], condition=models.Q(in_conflict=True), name="record_conflicts")]
 
 
 class Annotation(models.Model):
-    """One label given to one record: the full history; `is_current` marks the record's label."""
+    """One label given to one record: the full history; `is_current` marks the record's label.
+
+    Several annotations of one record are current at once when overlap annotators labeled it (their
+    agreeing labels, or the conflicting ones awaiting review). A lead's review decision is an annotation
+    with `adjudicated=True`; it becomes the only current one and the others stay in the history.
+    """
 
     record = models.ForeignKey(Record, on_delete=models.CASCADE, related_name="annotations")
     model = models.ForeignKey("models_app.ClassificationModel", null=True, blank=True, on_delete=models.SET_NULL, related_name="annotations")
@@ -79,6 +88,7 @@ class Annotation(models.Model):
     reason = models.CharField(max_length=20, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     is_current = models.BooleanField(default=True)
+    adjudicated = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
@@ -106,6 +116,8 @@ class Recommendation(models.Model):
     version = models.PositiveIntegerField(null=True, blank=True)
     leased_to = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # Distinct annotators who must label the record (2-5 for the model's overlap share, else 1).
+    required_annotations = models.PositiveSmallIntegerField(default=1)
 
     class Meta:
         ordering = ["position"]

@@ -39,6 +39,9 @@ class ClassificationModel(models.Model):
     served_version = models.ForeignKey("ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     retrain_every = models.PositiveIntegerField(default=20)
     evaluation_share = models.FloatField(default=0.1)
+    # Share of queued records that `overlap_annotators` different annotators label (agreement, review).
+    overlap_share = models.FloatField(default=0.1)
+    overlap_annotators = models.PositiveSmallIntegerField(default=2)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
