@@ -154,6 +154,10 @@ class Job(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # Set while a worker runs the job and refreshed every few seconds by it; a running job whose
+    # heartbeat stopped lost its worker (killed, out of memory) and is re-queued by the sweeper.
+    # Queued jobs: when the task was last sent, so the sweeper re-sends one the broker lost.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
