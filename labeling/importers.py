@@ -9,6 +9,7 @@ The caller inserts rows as they come and rolls everything back on an error.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
@@ -60,11 +61,11 @@ class _Limits:
 def detect_format(filename: str) -> str:
     """`csv` or `jsonl` from the file name's extension."""
     lowered = filename.lower()
-    if lowered.endswith(".csv"):
+    if lowered.endswith((".csv", ".tsv")):
         return "csv"
     if lowered.endswith((".jsonl", ".ndjson")):
         return "jsonl"
-    raise ImportFileError("Unsupported file type: upload a .csv or .jsonl file")
+    raise ImportFileError("Unsupported file type: upload a .csv, .tsv or .jsonl file")
 
 
 def check_not_binary(head: bytes) -> None:
@@ -178,6 +179,22 @@ def _row_from_object(item, where: str, limits: _Limits, line: int) -> ParsedRow:
     return ParsedRow(line=line, text=text, label=label, split=split, metadata=metadata)
 
 
+# Spreadsheets exported in many locales separate fields with ";" (or tabs): the header line tells which.
+CSV_DELIMITERS = (",", ";", "\t", "|")
+
+
+def _header_delimiter(header_line: str) -> str:
+    """The delimiter that makes the header hold a "text" column; "," when none does (the error then names the columns)."""
+    for delimiter in CSV_DELIMITERS:
+        try:
+            cells = next(csv.reader([header_line], delimiter=delimiter))
+        except (csv.Error, StopIteration):
+            continue
+        if any(cell.strip().lower() == TEXT_COLUMN for cell in cells):
+            return delimiter
+    return ","
+
+
 class DatasetParser:
     """Iterate to get rows. `columns` (metadata keys, in order) and `bytes_read` are live."""
 
@@ -191,6 +208,7 @@ class DatasetParser:
         self._header_read = False
         self._csv_reader = None
         self._csv_roles: list[str] = []
+        self.delimiter = ","
 
     @property
     def bytes_read(self) -> int:
@@ -215,7 +233,12 @@ class DatasetParser:
         # The csv module's own field limit is global to the process; a field can span lines,
         # so bound it as well as each physical line.
         csv.field_size_limit(max(self.limits.max_line_bytes, 131072))
-        self._csv_reader = csv.reader(iter(self._lines), strict=True)
+        lines = iter(self._lines)
+        first = next((line for line in lines if line.strip()), None)
+        if first is None:
+            raise ImportFileError("The file is empty: expected a header row with a \"text\" column")
+        self.delimiter = _header_delimiter(first)
+        self._csv_reader = csv.reader(itertools.chain([first], lines), delimiter=self.delimiter, strict=True)
         header = None
         try:
             for row in self._csv_reader:

@@ -43,7 +43,7 @@ def test_file_level_problems_are_rejected_at_once(lead_api, upload, filename, ex
 
 def test_unsupported_extension_is_rejected(lead_api, upload):
     body = assert_error(upload(lead_api, CUSTOMER_CSV, "data.xlsx"), 400, "INVALID_FILE")
-    assert ".csv or .jsonl" in body["message"]
+    assert ".csv, .tsv or .jsonl" in body["message"]
 
 
 # --- row-level problems fail the dataset with the line in the error ---------------------------------
@@ -116,6 +116,21 @@ def test_csv_import_keeps_columns_and_embeds(lead_api, upload):
     vectors = vectors_load(dataset_id=dataset.id, row_count=6, chunk_size=dataset.vector_chunk_size)
     expected = embed_texts(list(Record.objects.filter(dataset=dataset).order_by("row_index").values_list("text", flat=True)))
     assert np.allclose(vectors, expected, atol=2e-3)
+
+
+@pytest.mark.parametrize("delimiter, filename", [(";", "export.csv"), ("\t", "export.tsv"), ("|", "export.csv")])
+def test_spreadsheet_exports_with_other_delimiters_import(lead_api, upload, delimiter, filename):
+    # Spreadsheets in many locales export ";"-separated CSV; the header line decides the delimiter.
+    content = delimiter.join(["Text", "Label", "customer_id"]) + "\n" + \
+        delimiter.join(['"Where is my parcel, it is late"', "Shipping", "17"]) + "\n" + \
+        delimiter.join(["Refund please", "", "18"]) + "\n"
+    response = upload(lead_api, "\ufeff" + content, filename)
+    assert response.status_code == 202, response.content
+    dataset = Dataset.objects.get(pk=response.json()["id"])
+    assert dataset.status == "ready" and dataset.metadata_columns == ["customer_id"]
+    rows = list(Record.objects.filter(dataset=dataset).order_by("row_index").values_list("text", "label", "metadata"))
+    assert rows == [("Where is my parcel, it is late", "Shipping", {"customer_id": "17"}),
+                    ("Refund please", None, {"customer_id": "18"})]
 
 
 def test_jsonl_import_merges_metadata(lead_api, upload):
