@@ -24,6 +24,8 @@ MAX_DESCRIPTION_CHARS = 2000
 MAX_NAME_CHARS = 200
 # The zero-shot head refines itself on a sample of the dataset's vectors; more rows add time, not accuracy.
 POOL_SAMPLE_ROWS = 20_000
+# Labeled records a describe-and-classify version is measured on when it is created or its descriptions change.
+ZERO_SHOT_EVALUATION_ROWS = 20_000
 
 
 # Larger ids cannot exist and would overflow the database's integer columns (an error, not a 404).
@@ -135,13 +137,19 @@ def _zero_shot_build(*, dataset: Dataset, labels: list[str], descriptions: dict[
 
 
 def _holdout_metrics(*, dataset: Dataset, head: Head) -> dict | None:
-    """Metrics on the dataset's labeled evaluation records, when it has any in the head's label set."""
+    """Metrics of a describe-and-classify head on the dataset's labels, when it has any in the head's label set.
+
+    The evaluation split when it holds labels; otherwise every labeled record (imported labels, say):
+    a describe-and-classify head never trains on labels, so each of them is held out from it.
+    """
     from labeling.embeddings import vectors_load
 
     from .ml.evaluation import evaluate
 
-    rows = list(Record.objects.filter(dataset=dataset, split=Split.EVALUATION, label__in=head.labels)
-                .values_list("row_index", "label"))
+    labeled = Record.objects.filter(dataset=dataset, label__in=head.labels)
+    rows = list(labeled.filter(split=Split.EVALUATION).values_list("row_index", "label")[:ZERO_SHOT_EVALUATION_ROWS])
+    if not rows:
+        rows = list(labeled.order_by("row_index").values_list("row_index", "label")[:ZERO_SHOT_EVALUATION_ROWS])
     if not rows:
         return None
     vectors = vectors_load(dataset_id=dataset.id, row_count=dataset.record_count, chunk_size=dataset.vector_chunk_size)

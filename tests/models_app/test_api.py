@@ -5,7 +5,7 @@ import pytest
 from django.core.files.storage import default_storage
 
 from labelf_studio.workspaces.models import AuditEvent, UsagePeriod
-from labeling.models import Dataset, DatasetStatus
+from labeling.models import Dataset, DatasetStatus, Record
 from models_app import inference
 from models_app.ml.artifacts import checksum
 from models_app.models import ClassificationModel, DeploymentEvent, ModelVersion
@@ -58,6 +58,20 @@ def test_create_evaluates_on_labeled_evaluation_records(workspace, lead_api, b77
     # Four well-described intents: zero-shot gets most of them right.
     assert metrics["accuracy"] > 0.6
     assert set(metrics["per_class"]) == set(LABEL_NAMES)
+
+
+def test_create_evaluates_on_imported_pool_labels_when_there_is_no_evaluation_split(workspace, lead_api, b77_rows):
+    # A describe-and-classify head never trains on labels, so labels imported with the data measure it honestly.
+    dataset = make_ready_dataset(workspace, b77_rows)
+    Record.objects.filter(dataset=dataset, row_index__lt=len(b77_rows) // 2).update(label=None)
+    for row_index, (_, label) in enumerate(b77_rows):
+        if row_index >= len(b77_rows) // 2:
+            Record.objects.filter(dataset=dataset, row_index=row_index).update(label=label)
+    response = lead_api.post("/v2/models", {"name": "m", "dataset_id": dataset.id, "labels": LABELS})
+    assert response.status_code == 201
+    metrics = response.json()["metrics"]
+    assert metrics["evaluation"] == "holdout" and metrics["evaluated_on"] == len(b77_rows) - len(b77_rows) // 2
+    assert metrics["accuracy"] > 0.6
 
 
 @pytest.mark.parametrize("labels, fragment", [
