@@ -18,6 +18,23 @@ How the queue works
   moves the row to the back of the queue, so the same annotator does not get it straight back.
 - When fewer than `QUEUE_LOW_WATERMARK` rows are free after a draw, a recompute is requested; a
   recompute job already queued or started in the last `RECOMPUTE_MIN_INTERVAL` absorbs the request.
+
+Overlap (several annotators per record, for agreement and review)
+- A recompute marks `round(model.overlap_share * rows)` of the rows it writes (default 10%) with
+  `required_annotations = model.overlap_annotators` (default 2, at most 5). Which rows is a hash of
+  (model, record): deterministic, and stable from one recompute to the next.
+- The first label of an overlap record counts at once (Record.label is set, the labeled total and the
+  retrain counter move, training may use it), so the labeling loop works the same for a team and for
+  someone labeling alone. The record's row stays in the queue, its lease released, for OTHER annotators:
+  a draw never hands anyone a record they have a current label on (a NOT EXISTS on Annotation).
+- Each overlap annotator's label stays current. Once two current labels differ the record is in
+  conflict: Record.label is cleared (training ignores it), `in_conflict` is set, it leaves every queue
+  and waits in the review queue (labeling/review.py) for a lead's decision. Once `required_annotations`
+  distinct annotators agree, the record is done and leaves the queue with their label.
+- A recompute keeps the rows of overlap records that already have a label (they go to the head, so
+  the second opinion comes soon) and never ranks records in conflict.
+- A label through `POST /labels` on a record in conflict is stored as that annotator's opinion; only a
+  lead's review decision (or all current labels coming to agree) ends the conflict.
 """
 from __future__ import annotations
 
@@ -27,7 +44,7 @@ from datetime import datetime, timedelta
 import numpy as np
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Exists, Max, OuterRef, Q
 from django.utils import timezone
 
 from labelf_studio.api import ApiError, invalid_field
@@ -66,11 +83,23 @@ class Lease:
     version: int | None  # the model version whose predictions ranked these records
 
 
-def recommendations_lease(*, model, user=None, limit: int = 20, now: datetime | None = None) -> Lease:
+def _labeled_by(*, user=None, api_key=None) -> Exists | None:
+    """Records the caller has a current label on (an overlap record they labeled waits for others)."""
+    if user is not None:
+        mine = Annotation.objects.filter(record_id=OuterRef("record_id"), user=user, is_current=True)
+    elif api_key is not None:
+        mine = Annotation.objects.filter(record_id=OuterRef("record_id"), user__isnull=True, api_key=api_key, is_current=True)
+    else:
+        return None
+    return Exists(mine)
+
+
+def recommendations_lease(*, model, user=None, api_key=None, limit: int = 20, now: datetime | None = None) -> Lease:
     """Leases the queue's head to `user` (or to nobody in particular, for a user-less key) and returns it.
 
     The user's own live leases come back first (a reload or a second tab shows the same records, and
-    the lease is extended); the rest are free rows claimed in queue order.
+    the lease is extended); the rest are free rows claimed in queue order. Records the caller already
+    labeled (overlap records waiting for other annotators) are never handed to them again.
     """
     _check_not_archived(model)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_RECOMMENDATIONS_PER_CALL:
@@ -79,9 +108,12 @@ def recommendations_lease(*, model, user=None, limit: int = 20, now: datetime | 
     claimable = _free(now)
     if user is not None:
         claimable |= Q(leased_to=user, lease_expires_at__gte=now)
+    candidates = Recommendation.objects.select_for_update(skip_locked=True).filter(claimable, model=model)
+    labeled_by_caller = _labeled_by(user=user, api_key=api_key)
+    if labeled_by_caller is not None:
+        candidates = candidates.exclude(labeled_by_caller)
     with transaction.atomic():
-        ids = list(Recommendation.objects.select_for_update(skip_locked=True)
-                   .filter(claimable, model=model).order_by("position").values_list("id", flat=True)[:limit])
+        ids = list(candidates.order_by("position").values_list("id", flat=True)[:limit])
         if ids:
             # The condition repeats the claim test so a backend without row locks can never re-lease a
             # row another annotator leased in between.
@@ -157,6 +189,11 @@ def _parse_labels(model, payload) -> dict[int, tuple[str, int | None]]:
     return parsed
 
 
+def _annotator_of(annotation: Annotation) -> tuple:
+    # A key without a user labels as itself: it counts as one annotator, like a user.
+    return ("user", annotation.user_id) if annotation.user_id is not None else ("key", annotation.api_key_id)
+
+
 def labels_submit(*, model, labels, user=None, api_key=None) -> LabelsResult:
     """Stores labels (1–500) in one transaction; all or nothing.
 
@@ -167,48 +204,67 @@ def labels_submit(*, model, labels, user=None, api_key=None) -> LabelsResult:
       still counted in `accepted`, not in `labeled_total` twice, and not towards the retrain counter.
     - A record recommended as an evaluation sample, or already in the evaluation split, is (stays) in
       the evaluation split: it is measured on, never trained on.
+    - An overlap record (its queue row needs several annotators) or a record in conflict keeps every
+      annotator's label current instead of replacing it; see the module docstring for when it is done
+      or in conflict.
     - Crossing a multiple of `model.retrain_every` labeled records requests a retrain (absorbed by a
       queued one).
     """
     _check_not_archived(model)
     parsed = _parse_labels(model, labels)
     user = user if getattr(user, "is_authenticated", False) else None
+    caller = ("user", user.id) if user is not None else ("key", api_key.id if api_key is not None else None)
     now = timezone.now()
     in_label_set = set(model.labels)
     with transaction.atomic():
         # Locked in id order, so two calls labeling overlapping records queue up instead of deadlocking,
         # and an idempotent repeat sees the first call's annotation.
         records = {r.id: r for r in Record.objects.select_for_update().filter(id__in=list(parsed), dataset_id=model.dataset_id)
-                   .only("id", "dataset_id", "label", "split", "labeled_at").order_by("id")}
+                   .only("id", "dataset_id", "label", "split", "labeled_at", "in_conflict").order_by("id")}
         missing = [record_id for record_id in parsed if record_id not in records]
         if missing:
             raise ApiError(404, "NOT_FOUND", f"Record {missing[0]} not found in this model's dataset")
-        current = {a.record_id: a for a in Annotation.objects.filter(record_id__in=list(parsed), is_current=True)}
+        current: dict[int, list[Annotation]] = {}
+        for annotation in Annotation.objects.filter(record_id__in=list(parsed), is_current=True).order_by("id"):
+            current.setdefault(annotation.record_id, []).append(annotation)
         recommended = {r.record_id: r for r in Recommendation.objects.filter(model=model, record_id__in=list(parsed))
-                       .only("record_id", "reason", "version")}
+                       .only("id", "record_id", "reason", "version", "required_annotations")}
         new_annotations: list[Annotation] = []
         replaced: list[int] = []
         changed: list[Record] = []
+        waiting: list[int] = []  # queue rows of overlap records that still need other annotators
         newly_labeled = 0
         for record_id, (label, duration) in parsed.items():
             record = records[record_id]
-            previous = current.get(record_id)
-            same_user = previous is not None and previous.user_id == (user.id if user else None) and (
-                user is not None or previous.api_key_id == (api_key.id if api_key else None))
-            if previous is not None and same_user and previous.label == label and record.label == label:
+            previous = current.get(record_id, [])
+            mine = [a for a in previous if _annotator_of(a) == caller]
+            if mine and mine[-1].label == label and (record.label == label or record.in_conflict):
                 continue  # a repeated submission: idempotent
-            if record.label not in in_label_set:
-                newly_labeled += 1
-            if previous is not None:
-                replaced.append(previous.id)
             recommendation = recommended.get(record_id)
+            overlap = record.in_conflict or (recommendation is not None and recommendation.required_annotations > 1)
+            # Overlap: only the caller's own earlier label is replaced; otherwise the record gets one current label.
+            replaced.extend(a.id for a in (mine if overlap else previous))
             reason = recommendation.reason if recommendation else ""
             new_annotations.append(Annotation(
                 record=record, model=model, user=user, api_key=api_key, label=label,
                 recommended_by_version=recommendation.version if recommendation else None,
                 reason=reason, duration_ms=duration, is_current=True))
-            record.label = label
-            record.labeled_at = now
+            was_labeled = record.label in in_label_set
+            if overlap:
+                others = [a for a in previous if _annotator_of(a) != caller]
+                given = {a.label for a in others} | {label}
+                annotators = len({_annotator_of(a) for a in others}) + 1
+                required = recommendation.required_annotations if recommendation else 1
+                if len(given) > 1:
+                    record.label, record.labeled_at, record.in_conflict = None, None, True
+                else:
+                    record.label, record.labeled_at, record.in_conflict = label, now, False
+                    if annotators < required and recommendation is not None:
+                        waiting.append(recommendation.id)
+            else:
+                record.label, record.labeled_at = label, now
+            if record.label in in_label_set and not was_labeled:
+                newly_labeled += 1
             if reason == RecommendationReason.EVALUATION:
                 record.split = Split.EVALUATION
             changed.append(record)
@@ -216,9 +272,14 @@ def labels_submit(*, model, labels, user=None, api_key=None) -> LabelsResult:
             Annotation.objects.filter(id__in=replaced).update(is_current=False)
         if new_annotations:
             Annotation.objects.bulk_create(new_annotations)
-            Record.objects.bulk_update(changed, ["label", "labeled_at", "split"])
-            # Labels live on records: the record leaves every model's queue on this dataset.
-            Recommendation.objects.filter(record_id__in=[r.id for r in changed]).delete()
+            Record.objects.bulk_update(changed, ["label", "labeled_at", "split", "in_conflict"])
+            # Labels live on records: the record leaves every model's queue on this dataset, except the
+            # row of an overlap record that still waits for other annotators.
+            done = Recommendation.objects.filter(record_id__in=[r.id for r in changed])
+            if waiting:
+                done = done.exclude(id__in=waiting)
+                Recommendation.objects.filter(id__in=waiting).update(leased_to=None, lease_expires_at=None)
+            done.delete()
         labeled_total = labeled_total_for(model=model)
     train_job = None
     every = model.retrain_every or settings.LABELF["RETRAIN_EVERY"]
@@ -245,33 +306,48 @@ def _request_automatic_retrain(*, model, user, api_key) -> Job | None:
 def annotation_undo_last(*, model, user) -> Record | None:
     """Withdraws `user`'s most recent current label on this model and leases the record back to them.
 
-    The withdrawn annotation stays in the history (`is_current=False`); the record gets the label it
-    had before (the previous annotation becomes current again) or none.
+    The withdrawn annotation stays in the history (`is_current=False`). When it was the record's only
+    current label, the record gets the label it had before (the previous annotation becomes current
+    again) or none. When other annotators' labels are current too (an overlap record), theirs stay: the
+    record waits for this user's label again (or stays in conflict if the others disagree among
+    themselves). A lead's review decision is not withdrawn here.
     """
     if user is None or not getattr(user, "is_authenticated", False):
         return None
     _check_not_archived(model)
     now = timezone.now()
     with transaction.atomic():
-        last = (Annotation.objects.select_for_update().filter(model=model, user=user, is_current=True)
+        last = (Annotation.objects.select_for_update().filter(model=model, user=user, is_current=True, adjudicated=False)
                 .select_related("record").order_by("-created_at", "-id").first())
         if last is None:
             return None
         record = last.record
-        previous = (Annotation.objects.filter(record=record).exclude(id=last.id).order_by("-created_at", "-id").first())
+        others = list(Annotation.objects.filter(record=record, is_current=True).exclude(id=last.id))
         Annotation.objects.filter(id=last.id).update(is_current=False)
-        if previous is not None:
-            Annotation.objects.filter(id=previous.id).update(is_current=True)
-            record.label, record.labeled_at = previous.label, previous.created_at
+        required = 1
+        if others:
+            given = {a.label for a in others}
+            record.in_conflict = len(given) > 1
+            record.label = None if record.in_conflict else given.pop()
+            record.labeled_at = None if record.in_conflict else max(a.created_at for a in others)
+            required = max(model.overlap_annotators, len({_annotator_of(a) for a in others}) + 1)
         else:
-            record.label, record.labeled_at = None, None
-        Record.objects.filter(id=record.id).update(label=record.label, labeled_at=record.labeled_at)
-        if record.label is None:
+            previous = (Annotation.objects.filter(record=record).exclude(id=last.id).order_by("-created_at", "-id").first())
+            if previous is not None:
+                Annotation.objects.filter(id=previous.id).update(is_current=True)
+                record.label, record.labeled_at = previous.label, previous.created_at
+            else:
+                record.label, record.labeled_at = None, None
+        Record.objects.filter(id=record.id).update(label=record.label, labeled_at=record.labeled_at, in_conflict=record.in_conflict)
+        if (record.label is None and not record.in_conflict) or (others and not record.in_conflict):
             Recommendation.objects.update_or_create(
                 model=model, record=record,
                 defaults={"position": 0, "score": 0.0, "reason": last.reason or RecommendationReason.UNCERTAIN,
                           "version": last.recommended_by_version, "leased_to": user,
-                          "lease_expires_at": now + lease_duration()})
+                          "lease_expires_at": now + lease_duration()},
+                create_defaults={"position": 0, "score": 0.0, "reason": last.reason or RecommendationReason.UNCERTAIN,
+                                 "version": last.recommended_by_version, "leased_to": user,
+                                 "lease_expires_at": now + lease_duration(), "required_annotations": required})
     return record
 
 
@@ -313,6 +389,24 @@ def queue_request_recompute(*, model, now: datetime | None = None) -> Job | None
     return job
 
 
+def overlap_rows(*, record_ids: list[int], share: float, salt: int) -> np.ndarray:
+    """Which of these queue rows are overlap rows: exactly round(share * n) of them, chosen by a hash of
+    (salt, record id), so the choice is deterministic and a recompute picks mostly the same records."""
+    n = len(record_ids)
+    count = int(round(max(0.0, min(1.0, share)) * n))
+    chosen = np.zeros(n, dtype=bool)
+    if count == 0:
+        return chosen
+    # splitmix64 of the record id mixed with the salt: spread evenly whatever the ids' pattern.
+    with np.errstate(over="ignore"):
+        x = np.asarray(record_ids, dtype=np.uint64) + np.uint64(salt) * np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    chosen[np.argsort(x, kind="stable")[:count]] = True
+    return chosen
+
+
 @dataclass
 class QueueStats:
     version: int
@@ -344,7 +438,7 @@ def queue_recompute(*, model, version=None, max_threads: int = 1) -> QueueStats:
         if version is None:
             raise ValueError(f"model {model.id} has no version to rank with")
     dataset = model.dataset
-    pool = list(Record.objects.filter(dataset=dataset, label__isnull=True, excluded=False, split=Split.POOL)
+    pool = list(Record.objects.filter(dataset=dataset, label__isnull=True, excluded=False, in_conflict=False, split=Split.POOL)
                 .order_by("row_index").values_list("id", "row_index"))
     ranked = []
     record_ids: list[int] = []
@@ -368,12 +462,17 @@ def queue_recompute(*, model, version=None, max_threads: int = 1) -> QueueStats:
         # Serialises concurrent recomputes of one model (a recommend job and a train job's last step).
         ClassificationModel.objects.select_for_update().filter(pk=model.pk).first()
         now = timezone.now()
-        Recommendation.objects.filter(model=model).exclude(lease_expires_at__gte=now).delete()
+        # Overlap records that have their first label wait in the queue for the other annotators.
+        started = Q(required_annotations__gt=1, record__label__isnull=False)
+        Recommendation.objects.filter(model=model).exclude(lease_expires_at__gte=now).exclude(started).delete()
         # Read after the delete: an annotator may lease a row between two statements (READ COMMITTED),
         # and whatever survived the delete is exactly what must not be written again.
         held = set(Recommendation.objects.filter(model=model).values_list("record_id", flat=True))
+        # The waiting overlap records go first: their second opinion is what agreement and review need.
+        Recommendation.objects.filter(started, model=model).exclude(lease_expires_at__gte=now).update(position=0)
         candidate_ids = [record_ids[item.row] for item in ranked]
-        still_unlabeled = set(Record.objects.filter(id__in=candidate_ids, label__isnull=True).values_list("id", flat=True))
+        still_unlabeled = set(Record.objects.filter(id__in=candidate_ids, label__isnull=True, in_conflict=False)
+                              .values_list("id", flat=True))
         labels = list(model.labels)
         rows_to_write = []
         for item in ranked:
@@ -384,5 +483,8 @@ def queue_recompute(*, model, version=None, max_threads: int = 1) -> QueueStats:
                 model=model, record_id=record_id, position=len(rows_to_write) + 1, score=float(item.score),
                 reason=item.reason, predicted_label=labels[item.predicted], confidence=float(item.confidence),
                 version=version.number))
+        overlap = overlap_rows(record_ids=[row.record_id for row in rows_to_write], share=model.overlap_share, salt=model.id)
+        for row in np.flatnonzero(overlap):
+            rows_to_write[row].required_annotations = model.overlap_annotators
         Recommendation.objects.bulk_create(rows_to_write, batch_size=500)
     return QueueStats(version=version.number, pool_size=len(pool), written=len(rows_to_write), kept_leases=len(held))

@@ -45,7 +45,7 @@ def recommendations(request: HttpRequest, model_id: int, limit: int = 20):
     returned. `version` is the model version whose predictions ranked them."""
     require_role(request, "annotator")
     model = _model_or_404(request, model_id)
-    lease = queue.recommendations_lease(model=model, user=request.api_key.user, limit=limit)
+    lease = queue.recommendations_lease(model=model, user=request.api_key.user, api_key=request.api_key, limit=limit)
     return {
         "data": [{"record": record_to_dict(item.record), "score": round(item.score, 6), "reason": item.reason,
                   "prediction": {"label": item.predicted_label or None, "confidence": round(item.confidence, 6)},
