@@ -87,3 +87,84 @@ class DeploymentEvent(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+
+
+# --- data quality: possible label errors and near-duplicate groups ------------------------------------
+
+class ScanStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class LabelIssueScan(models.Model):
+    """One run of label-error detection over a model's labeled records (models_app.label_issue_tasks)."""
+
+    model = models.ForeignKey(ClassificationModel, on_delete=models.CASCADE, related_name="label_issue_scans")
+    status = models.CharField(max_length=20, choices=ScanStatus.choices, default=ScanStatus.QUEUED)
+    progress = models.FloatField(default=0.0)
+    error = models.TextField(null=True, blank=True)
+    result = models.JSONField(default=dict, blank=True)  # counts, method, out-of-fold accuracy, why nothing was checked
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+
+class LabelIssueStatus(models.TextChoices):
+    OPEN = "open"
+    ACCEPTED = "accepted"
+    DISMISSED = "dismissed"
+
+
+class LabelIssue(models.Model):
+    """A labeled record whose label is probably wrong, with the label the out-of-sample model suggests.
+
+    Open issues of a model are replaced by its next scan; accepted and dismissed ones stay as the review's
+    history, and a record dismissed with a given label is not raised again while it keeps that label.
+    """
+
+    model = models.ForeignKey(ClassificationModel, on_delete=models.CASCADE, related_name="label_issues")
+    scan = models.ForeignKey(LabelIssueScan, on_delete=models.CASCADE, related_name="issues")
+    record = models.ForeignKey("labeling.Record", on_delete=models.CASCADE, related_name="+")
+    rank = models.PositiveIntegerField()  # 1 = most likely wrong, within its scan
+    given_label = models.CharField(max_length=200)
+    suggested_label = models.CharField(max_length=200)
+    score = models.FloatField()  # probability that given_label is wrong
+    status = models.CharField(max_length=20, choices=LabelIssueStatus.choices, default=LabelIssueStatus.OPEN)
+    resolved_label = models.CharField(max_length=200, null=True, blank=True)  # the label an accept applied
+    resolved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["rank", "id"]
+        constraints = [models.UniqueConstraint(fields=["scan", "record"], name="unique_label_issue_per_scan")]
+        indexes = [models.Index(fields=["model", "status", "rank"])]
+
+
+class DuplicateScan(models.Model):
+    """Near-duplicate groups of one dataset at one similarity threshold (labeling.duplicates), kept as a cache:
+    a dataset's texts and vectors never change after import, so a finished scan stays valid."""
+
+    dataset = models.ForeignKey("labeling.Dataset", on_delete=models.CASCADE, related_name="duplicate_scans")
+    threshold = models.DecimalField(max_digits=3, decimal_places=2)
+    status = models.CharField(max_length=20, choices=ScanStatus.choices, default=ScanStatus.QUEUED)
+    progress = models.FloatField(default=0.0)
+    error = models.TextField(null=True, blank=True)
+    method = models.CharField(max_length=20, blank=True)  # exact | approximate
+    groups = models.JSONField(default=list, blank=True)  # [[record id, ...], ...], largest group first
+    duplicate_records = models.PositiveIntegerField(default=0)  # records beyond one per group
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["dataset", "threshold"], name="unique_duplicate_scan")]
