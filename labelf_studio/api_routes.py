@@ -2,10 +2,12 @@
 from labelf_studio.api import api
 from labeling.api import router as labeling_router
 from labeling.queue_api import router as queue_router
+from labeling.team_api import router as team_router
 from models_app.api import router as models_router
 from models_app.evaluation_api import router as evaluation_router
 
 api.add_router("", labeling_router)
 api.add_router("", models_router)
 api.add_router("", queue_router)
+api.add_router("", team_router)
 api.add_router("", evaluation_router)

@@ -51,6 +51,7 @@ def model_to_dict(model: ClassificationModel) -> dict:
         "confidence_threshold": model.confidence_threshold, "version": version.number if version else None,
         "dataset_id": model.dataset_id, "label_descriptions": dict(model.label_descriptions),
         "created_at": _iso(model.created_at),
+        "overlap_share": model.overlap_share, "overlap_annotators": model.overlap_annotators,
     }
 
 

@@ -5,7 +5,7 @@ import pytest
 from django.core.files.storage import default_storage
 
 from labelf_studio.workspaces.models import AuditEvent, UsagePeriod
-from labeling.models import Dataset, DatasetStatus, Record
+from labeling.models import Dataset, DatasetStatus, Recommendation, Record
 from models_app import inference
 from models_app.ml.artifacts import checksum
 from models_app.models import ClassificationModel, DeploymentEvent, ModelVersion
@@ -14,7 +14,8 @@ from tests.factories import make_key, make_workspace
 from tests.models_app.conftest import LABELS, make_ready_dataset
 
 MODEL_FIELDS = {"id", "name", "type", "status", "labels", "metrics", "training_examples", "last_trained",
-                "confidence_threshold", "version", "dataset_id", "label_descriptions", "created_at"}
+                "confidence_threshold", "version", "dataset_id", "label_descriptions", "created_at",
+                "overlap_share", "overlap_annotators"}
 LABEL_NAMES = [label["name"] for label in LABELS]
 
 
@@ -28,7 +29,8 @@ def test_create_answers_a_ready_model_with_version_1_and_its_artifact(lead_api, 
                                                                      django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         response = lead_api.post("/v2/models", model_payload)
-    assert len(callbacks) == 1  # the summary task, queued once the version is committed
+    # The summary task and the first queue ranking, both queued once the version is committed.
+    assert len(callbacks) == 2
     assert response.status_code == 201, response.content
     body = response.json()
     assert set(body) == MODEL_FIELDS
@@ -47,6 +49,8 @@ def test_create_answers_a_ready_model_with_version_1_and_its_artifact(lead_api, 
     assert sum(version.summary["distribution"].values()) == ready_dataset.record_count
     assert len(version.summary["sample"]) == 20
     assert AuditEvent.objects.filter(action="model.create").count() == 1
+    # The queue is ranked before any annotator asks for it.
+    assert Recommendation.objects.filter(model_id=body["id"], version=1).count() == ready_dataset.record_count
 
 
 def test_create_evaluates_on_labeled_evaluation_records(workspace, lead_api, b77_rows):
