@@ -1,8 +1,10 @@
-"""Describe-and-classify (zero-shot) accuracy: the plain-cosine baseline against our method, on two datasets.
+"""Describe-and-classify (zero-shot) accuracy: the plain-cosine baseline against our method, on three datasets.
 
 Banking77 (77 intents): pool = the train texts (unlabeled), measured on the test split (3,080 texts).
 Support tickets (bench/data/support_tickets.csv, 259 short messages in 10 topics, written for this bench):
 pool = the dataset itself, measured on the same texts (transductive, as the product does on its own records).
+Debian sections (bench/data/debian_sections/, 2,979 one-line Debian package descriptions in 18 archive sections,
+32:1 class imbalance; see bench/data/build_debian_sections.py): pool = the dataset itself, transductive as above.
 
 For each dataset and for label names alone and with the one-line descriptions:
   baseline      cosine to the label name turned into a phrase (or to the description), softmax T=0.05
@@ -130,6 +132,13 @@ def main() -> None:
     pool = cached_vectors(embed, embedder, "banking77_train", train_texts)
     test_vectors = cached_vectors(embed, embedder, "banking77_test", test_texts)
     ticket_vectors = cached_vectors(embed, embedder, "support_tickets", ticket_texts)
+    debian_train, debian_train_y = read_labeled_csv(DATA / "debian_sections" / "train.csv")
+    debian_test, debian_test_y = read_labeled_csv(DATA / "debian_sections" / "test.csv")
+    debian_vectors = np.vstack([cached_vectors(embed, embedder, "debian_sections_train", debian_train),
+                                cached_vectors(embed, embedder, "debian_sections_test", debian_test)])
+    debian_y = debian_train_y + debian_test_y
+    debian_labels = sorted(set(debian_y))
+    debian_descriptions = json.loads((DATA / "debian_sections_descriptions.json").read_text())
 
     with threadpool_limits(1):
         datasets = [
@@ -137,6 +146,8 @@ def main() -> None:
                              pool=pool, vectors=test_vectors, y=test_y),
             evaluate_dataset("support_tickets", labels=ticket_labels, descriptions=ticket_descriptions, embed=embed,
                              pool=ticket_vectors, vectors=ticket_vectors, y=ticket_y),
+            evaluate_dataset("debian_sections", labels=debian_labels, descriptions=debian_descriptions, embed=embed,
+                             pool=debian_vectors, vectors=debian_vectors, y=debian_y),
         ]
         sweep = temperature_sweep(labels=ticket_labels, descriptions=ticket_descriptions, embed=embed,
                                   pool=ticket_vectors, vectors=ticket_vectors, y=ticket_y)
