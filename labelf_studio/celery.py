@@ -1,8 +1,11 @@
+import logging
 import os
 
-from celery import Celery
+from celery import Celery, Task
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "labelf_studio.settings.dev")
+
+logger = logging.getLogger("labelf.jobs")
 
 app = Celery("labelf_studio")
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -23,3 +26,30 @@ def _ensure_filesystem_broker_folders() -> None:
 @app.on_after_configure.connect
 def _on_configure(sender, **kwargs):
     _ensure_filesystem_broker_folders()
+
+
+def runs_in_worker(task: Task) -> bool:
+    """True when a worker runs the task (not an eager or direct call, which its caller owns)."""
+    return not (task.request.is_eager or task.request.called_directly)
+
+
+class JobTask(Task):
+    """A task whose first argument is a `Job` id, sent as follow-up work of a request or another task.
+
+    If the broker is unreachable when it is sent, the job row stays `queued` and the stale-job sweeper
+    sends it again once the broker is back (the row is the durable record, the message only a nudge);
+    the request that asked for it (a label, a lease) succeeds instead of failing after its commit.
+    """
+
+    def apply_async(self, args=None, kwargs=None, **options):
+        from kombu.exceptions import OperationalError
+
+        if self.app.conf.task_always_eager:  # runs inline: its own errors are the caller's
+            return super().apply_async(args=args, kwargs=kwargs, **options)
+        try:
+            return super().apply_async(args=args, kwargs=kwargs, **options)
+        except OperationalError:  # kombu's "could not publish" after its own retries
+            job_id = (args or [None])[0] if args else (kwargs or {}).get("job_id")
+            logger.warning("broker unreachable: %s for job %s not sent; the sweeper sends it later", self.name, job_id,
+                           exc_info=True)
+            return None

@@ -9,9 +9,15 @@ only admitted requests:
 
 Two backends share one interface: Redis (one Lua script, atomic across every web process) in
 production, and the database (a row lock per window) on the embedded default.
+
+Redis unreachable (restarting, network): the check falls back to the database counters for that
+request rather than failing it or admitting it unchecked. Limits still hold across processes; the
+window's count restarts from what the database saw, so a workspace may get up to twice its limit in
+the minute Redis went away. Short socket timeouts keep a hung Redis from stalling requests.
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -20,8 +26,12 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
+logger = logging.getLogger("labelf.ratelimit")
+
 MINUTE = 60
 BURST_WINDOW = 10
+# Seconds to wait for Redis before counting in the database instead.
+REDIS_TIMEOUT = 1.0
 
 
 @dataclass(frozen=True)
@@ -57,8 +67,12 @@ def _redis():
     global _redis_client, _redis_script
     if _redis_client is None:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
-        _redis_client = redis.Redis.from_url(settings.REDIS_URL)
+        # One immediate retry: after a Redis restart the first command on a pooled connection fails once.
+        _redis_client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=REDIS_TIMEOUT,
+                                             socket_timeout=REDIS_TIMEOUT, retry=Retry(NoBackoff(), 1))
         _redis_script = _redis_client.register_script(_LUA)
     return _redis_script
 
@@ -99,13 +113,26 @@ def _check_database(workspace_id: int, limit: int, burst: int, minute_start: int
         return True, minute_used + 1, 0
 
 
+def _check_redis_or_database(workspace_id: int, limit: int, burst: int, minute_start: int,
+                             burst_start: int) -> tuple[bool, int, int]:
+    import redis
+
+    try:
+        return _check_redis(workspace_id, limit, burst, minute_start, burst_start)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        logger.warning("Redis unreachable: rate limit counted in the database for this request")
+        return _check_database(workspace_id, limit, burst, minute_start, burst_start)
+
+
 def check_rate_limit(workspace_id: int, limit: int, now: float | None = None) -> RateDecision:
     now = time.time() if now is None else now
     minute_start = int(now // MINUTE) * MINUTE
     burst_start = int(now // BURST_WINDOW) * BURST_WINDOW
     burst = burst_allowance(limit)
-    backend = _check_redis if settings.LABELF["RATE_LIMIT_BACKEND"] == "redis" else _check_database
-    allowed, used, which = backend(workspace_id, limit, burst, minute_start, burst_start)
+    if settings.LABELF["RATE_LIMIT_BACKEND"] == "redis":
+        allowed, used, which = _check_redis_or_database(workspace_id, limit, burst, minute_start, burst_start)
+    else:
+        allowed, used, which = _check_database(workspace_id, limit, burst, minute_start, burst_start)
     reset_at = minute_start + MINUTE
     if allowed:
         retry_after = 0

@@ -448,6 +448,22 @@ def vectors_cache_clear(dataset_id: int | None = None) -> None:
             del _vector_cache[key]
 
 
+def vectors_remove_partial_writes(*, dataset_id: int) -> int:
+    """Deletes the temporaries of chunk writes that never finished (their worker was killed mid-write).
+
+    They are never read (a chunk appears only by rename), so this is housekeeping; returns how many.
+    """
+    storage = _storage()
+    local_directory = _local_path(storage, _dataset_dir(dataset_id))
+    if local_directory is None or not local_directory.is_dir():
+        return 0
+    removed = 0
+    for leftover in local_directory.glob(".chunk_*"):
+        leftover.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 def vectors_delete(*, dataset_id: int) -> None:
     """Remove every chunk of a dataset (nothing to do if it has none)."""
     storage = _storage()
@@ -460,8 +476,7 @@ def vectors_delete(*, dataset_id: int) -> None:
         storage.delete(f"{directory}/{file_name}")
     local_directory = _local_path(storage, directory)
     if local_directory is not None and local_directory.is_dir():
-        for leftover in local_directory.glob(".chunk_*"):  # temporaries of an interrupted write
-            leftover.unlink(missing_ok=True)
+        vectors_remove_partial_writes(dataset_id=dataset_id)
         try:
             local_directory.rmdir()
         except OSError:

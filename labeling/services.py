@@ -285,13 +285,15 @@ def _import_failed(*, job_id: int, message: str) -> None:
 def dataset_import_run(*, job_id: int, on_progress: ProgressCallback | None = None) -> Job | None:
     """Parses and inserts one import job's file, all or nothing; returns the embed job it created.
 
-    Safe to run twice: a finished job does nothing, and an interrupted one committed nothing.
+    Safe to run twice: a finished job does nothing, one a live worker is running does nothing (the
+    claim), and an interrupted one committed nothing, so its rerun starts clean.
     """
+    from .job_maintenance import job_claim
+
     job = Job.objects.select_related("dataset").filter(pk=job_id, kind=JobKind.IMPORT).first()
-    if job is None or job.status in FINISHED:
+    if job is None or job.status in FINISHED or not job_claim(job_id=job.pk):
         return None
     dataset = job.dataset
-    Job.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1)
     Dataset.objects.filter(pk=dataset.pk).update(phase="parsing")
     path, fmt, first_row = job.params["path"], job.params["format"], int(job.params.get("first_row", 0))
     publish = _ProgressPublisher(dataset.id, default_storage.size(path), on_progress)
@@ -369,14 +371,23 @@ def dataset_embed_chunk(*, job_id: int, chunk_index: int) -> None:
     Idempotent: a chunk already recorded does nothing; a chunk embedded twice (a redelivered task)
     writes the same vectors to the same file, and the set of done chunks counts it once.
     """
-    from .embeddings import get_embedder, vectors_cache_clear, vectors_write_chunk
+    from .embeddings import get_embedder, vectors_cache_clear, vectors_remove_partial_writes, vectors_write_chunk
+    from .job_maintenance import heartbeat_stamp, job_claimed
 
     job = Job.objects.select_related("dataset").filter(pk=job_id, kind=JobKind.EMBED).first()
     if job is None or job.status in FINISHED or chunk_index in job.result.get("chunks_done", []):
         return
     if chunk_index not in embed_job_chunks(job):
         raise ValueError(f"chunk {chunk_index} is not part of embed job {job_id}")
-    Job.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(status=JobStatus.RUNNING, started_at=timezone.now())
+    # Chunks of one job run side by side on several workers, so there is no exclusive claim: the first
+    # chunk (or the first after the sweeper re-queued the job) starts it; every running chunk beats.
+    now = timezone.now()
+    stamp = heartbeat_stamp(job.pk, now)
+    started = Job.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(
+        status=JobStatus.RUNNING, started_at=now, attempts=F("attempts") + 1, heartbeat_at=stamp)
+    if not started and stamp is not None:
+        Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(heartbeat_at=stamp)
+    job_claimed(job.pk)
     start, end = _chunk_rows(job, chunk_index)
     texts = list(Record.objects.filter(dataset_id=job.dataset_id, row_index__gte=start, row_index__lt=end)
                  .order_by("row_index").values_list("text", flat=True))
@@ -393,6 +404,7 @@ def dataset_embed_chunk(*, job_id: int, chunk_index: int) -> None:
     finished = _embed_chunk_done(job_id=job.id, chunk_index=chunk_index)
     if finished:
         vectors_cache_clear(job.dataset_id)
+        vectors_remove_partial_writes(dataset_id=job.dataset_id)  # temporaries of chunk writes a killed worker cut off
 
 
 def _embed_chunk_done(*, job_id: int, chunk_index: int) -> bool:

@@ -176,6 +176,10 @@ def model_create(*, workspace, dataset: Dataset, name: str, labels, user=None, a
         )
         version_create(model=model, head=head, type=ModelType.DESCRIBE_AND_CLASSIFY, training_examples=0,
                        metrics=metrics, details=getattr(head, "details", None))
+        # Rank the pool now, so the first annotator to open the labeling page finds a queue waiting.
+        from labeling.queue import queue_request_recompute
+
+        queue_request_recompute(model=model)
         audit_record(workspace=workspace, action="model.create", target=f"model {model.id} ({model.name})",
                      actor=user, actor_key=api_key, details={"labels": len(names), "dataset_id": dataset.id})
     return model
@@ -219,14 +223,28 @@ def artifact_path(*, model_id: int, number: int, digest: str) -> str:
     return f"artifacts/model_{model_id}/v{number}-{digest[:12]}.pkl"
 
 
+def _remove_uncommitted_artifacts(*, path: str, number: int) -> None:
+    """Deletes artifact files numbered `number`: under the model's row lock no version holds that number
+    yet, so they were left by an attempt that never committed (and may be cut off mid-write)."""
+    directory = path.rsplit("/", 1)[0]
+    try:
+        _, files = default_storage.listdir(directory)
+    except FileNotFoundError:
+        return
+    for name in files:
+        if name.startswith(f"v{number}-"):
+            default_storage.delete(f"{directory}/{name}")
+
+
 def version_create(*, model: ClassificationModel, head: Head, type: str, training_examples: int, metrics: dict | None = None,
                    threshold_curve: list | None = None, details: dict | None = None, job=None) -> ModelVersion:
     """Stores `head` as the model's next immutable version and returns it.
 
     The number is max + 1 under a row lock on the model, so concurrent jobs never collide. The artifact
-    is written before the row (inside the same transaction): a version row always has its file, and a
-    rolled-back transaction leaves at most an unreferenced file. A deployed model that is not pinned
-    serves the new version from the moment the transaction commits.
+    is written before the row (inside the same transaction): a version row always has its file. A
+    rolled-back transaction, or a worker killed mid-write, leaves an unreferenced (possibly partial)
+    file numbered like the next version; the next version_create removes it before writing its own.
+    A deployed model that is not pinned serves the new version from the moment the transaction commits.
     """
     ModelType(type)
     data = dump_head(head)
@@ -235,10 +253,10 @@ def version_create(*, model: ClassificationModel, head: Head, type: str, trainin
         locked = ClassificationModel.objects.select_for_update().get(pk=model.pk)
         number = (locked.versions.aggregate(top=Max("number"))["top"] or 0) + 1
         path = artifact_path(model_id=model.pk, number=number, digest=digest)
-        if not default_storage.exists(path):  # content-addressed: an existing file holds these very bytes
-            saved = default_storage.save(path, ContentFile(data))
-            if saved != path:
-                raise RuntimeError(f"storage saved the artifact as {saved}, not {path}")
+        _remove_uncommitted_artifacts(path=path, number=number)
+        saved = default_storage.save(path, ContentFile(data))
+        if saved != path:
+            raise RuntimeError(f"storage saved the artifact as {saved}, not {path}")
         version = ModelVersion.objects.create(
             model=locked, number=number, type=type, labels=list(head.labels), artifact_path=path, checksum=digest,
             training_examples=training_examples, metrics=metrics, threshold_curve=threshold_curve,

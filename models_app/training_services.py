@@ -30,15 +30,14 @@ Model status is `training` while a job runs and returns to what it was (ready/de
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from typing import Any
 
 import numpy as np
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from labelf_studio.api import ApiError, invalid_field
+from labeling.job_maintenance import heartbeat_is_fresh, heartbeat_stamp, job_claimed, job_is_alive
 from labeling.models import Job, JobKind, JobStatus, Record, Split
 
 from .models import ClassificationModel, ModelStatus, ModelType, ModelVersion
@@ -55,12 +54,6 @@ STABILITY_SAMPLE = 2_000
 # Seconds a waiting job sleeps before checking again whether the model's running job has finished.
 WAIT_FOR_RUNNING_SECONDS = 15
 MIN_EXAMPLES_PER_CLASS = 2
-
-
-def _running_job_is_stale(job: Job) -> bool:
-    # A job that started longer ago than the hard time limit is dead (worker killed without redelivery).
-    limit = timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
-    return job.started_at is not None and job.started_at < timezone.now() - limit
 
 
 def short_classes(*, model: ClassificationModel) -> list[str]:
@@ -110,12 +103,14 @@ def _start(job_id: int) -> tuple[Job | None, str]:
         job = Job.objects.select_for_update().filter(pk=job_id, kind=JobKind.TRAIN).first()
         if job is None or job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
             return job, "done"
+        if job.status == JobStatus.RUNNING and heartbeat_is_fresh(job):
+            return job, "done"  # a second delivery while a live worker runs it
         model = ClassificationModel.objects.select_for_update().filter(pk=job.model_id).first()
         if model is None:
             _finish_failed(job, "The model was deleted")
             return job, "done"
         others = Job.objects.filter(model=model, kind=JobKind.TRAIN, status=JobStatus.RUNNING).exclude(pk=job.pk)
-        if any(not _running_job_is_stale(other) for other in others):
+        if any(job_is_alive(other) for other in others):  # a dead one (its worker killed) is not waited for
             return job, "wait"
         if model.status == ModelStatus.ARCHIVED:
             _finish_failed(job, "The model was archived before training started")
@@ -129,8 +124,10 @@ def _start(job_id: int) -> tuple[Job | None, str]:
         job.status = JobStatus.RUNNING
         job.started_at = job.started_at or timezone.now()
         job.attempts += 1
-        job.save(update_fields=["params", "status", "started_at", "attempts"])
+        job.heartbeat_at = heartbeat_stamp(job.pk)
+        job.save(update_fields=["params", "status", "started_at", "attempts", "heartbeat_at"])
         ClassificationModel.objects.filter(pk=model.pk).update(status=ModelStatus.TRAINING)
+    job_claimed(job.pk)
     return job, "run"
 
 

@@ -82,6 +82,9 @@ DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'labelf.sqlite3'}"),
         conn_max_age=env_int("DB_CONN_MAX_AGE", 0),
+        # With persistent connections, a connection the server dropped (restart, failover, idle
+        # timeout) is noticed at the start of the next request and reopened, instead of failing it.
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -127,7 +130,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
     {"data_folder_in": str(_fs_broker_dir / "out"), "data_folder_out": str(_fs_broker_dir / "out"),
      "processed_folder": str(_fs_broker_dir / "processed"), "control_folder": str(_fs_broker_dir / "control"),
      "store_processed": False}
-    if CELERY_BROKER_URL.startswith("filesystem") else {"visibility_timeout": 3600}
+    # Redis hands an unacknowledged task (its worker was killed) out again after this long; the
+    # stale-job sweeper (below) recovers jobs much sooner, so this stays long enough that a live
+    # long task is never handed to a second worker.
+    if CELERY_BROKER_URL.startswith("filesystem") else {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
 )
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
@@ -138,10 +144,14 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 3600)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 3500)
+# A late-acknowledged task whose pool process died (killed, out of memory) goes back to the queue
+# instead of being acknowledged as failed; its job's claim and the sweeper keep reruns single.
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # Task modules beside each app's tasks.py (autodiscovered) that the worker must import too.
 CELERY_IMPORTS = ("labeling.queue_tasks", "models_app.training_tasks")
 CELERY_BEAT_SCHEDULE = {
     "release-expired-leases": {"task": "labeling.queue_tasks.release_expired_leases", "schedule": 60.0},
+    "sweep-stale-jobs": {"task": "labeling.jobs_sweep", "schedule": float(env_int("LABELF_JOB_SWEEP_SECONDS", 60))},
 }
 
 # --- Cache (rate-limit counters on the embedded default; Redis in production) ---------------
@@ -166,6 +176,13 @@ LABELF = {
     # database so several processes on the embedded default still share one counter.
     "RATE_LIMIT_BACKEND": os.environ.get("LABELF_RATE_LIMIT_BACKEND", "redis" if REDIS_URL else "database"),
     "LOGIN_ATTEMPTS_PER_15_MIN": env_int("LABELF_LOGIN_ATTEMPTS", 10),
+    # Job liveness (labeling/job_maintenance.py): a running job's worker refreshes its heartbeat this
+    # often; a heartbeat older than JOB_STALE_SECONDS means the worker died and the sweeper queues the
+    # job again, up to JOB_MAX_ATTEMPTS starts; a job queued and not sent for JOB_RESEND_SECONDS is sent again.
+    "JOB_HEARTBEAT_SECONDS": float(os.environ.get("LABELF_JOB_HEARTBEAT_SECONDS", "10")),
+    "JOB_STALE_SECONDS": env_int("LABELF_JOB_STALE_SECONDS", 120),
+    "JOB_RESEND_SECONDS": env_int("LABELF_JOB_RESEND_SECONDS", 600),
+    "JOB_MAX_ATTEMPTS": env_int("LABELF_JOB_MAX_ATTEMPTS", 3),
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = LABELF["MAX_REQUEST_BYTES"]
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024

@@ -4,6 +4,7 @@ They run in the second pass of `make test` (scripts/test.sh sets DATABASE_URL, R
 CELERY_BROKER_URL). With CI=true a missing service fails the run; elsewhere it skips.
 """
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -63,35 +64,67 @@ def _isolated_media(settings, shared_media):
     yield
 
 
+# Job liveness for system tests: a dead worker's job is found in seconds, not minutes (see
+# labeling/job_maintenance.py). The test process and every worker or server it starts use the same.
+FAST_JOB_LIVENESS = {"LABELF_JOB_HEARTBEAT_SECONDS": "0.5", "LABELF_JOB_STALE_SECONDS": "4",
+                     "LABELF_JOB_RESEND_SECONDS": "4", "LABELF_JOB_SWEEP_SECONDS": "1"}
+
+
+@pytest.fixture
+def fast_job_liveness(settings):
+    settings.LABELF = {**settings.LABELF, "JOB_HEARTBEAT_SECONDS": 0.5, "JOB_STALE_SECONDS": 4, "JOB_RESEND_SECONDS": 4}
+    return FAST_JOB_LIVENESS
+
+
+def app_env(database_name: str, media_root: Path, **extra: str) -> dict:
+    """The environment of a worker or web server on the test's database and media folder."""
+    base = os.environ["DATABASE_URL"].rsplit("/", 1)[0]
+    return {**os.environ, "DATABASE_URL": f"{base}/{database_name}", "MEDIA_ROOT": str(media_root),
+            "DJANGO_SETTINGS_MODULE": "labelf_studio.settings.test", "CELERY_TASK_ALWAYS_EAGER": "false", **extra}
+
+
 class WorkerProcess:
-    def __init__(self, database_name: str, media_root: Path, log_path: Path):
+    """`celery worker` in its own process group (so a test can SIGKILL all of it), optionally with beat."""
+
+    def __init__(self, database_name: str, media_root: Path, log_path: Path, *, pool: str = "solo",
+                 beat: bool = False, env: dict | None = None):
         self.database_name = database_name
         self.media_root = media_root
         self.log_path = log_path
+        self.pool = pool
+        self.beat = beat
+        self.extra_env = env or {}
         self.process = None
+        self.log = None
 
     def start(self):
-        base = os.environ["DATABASE_URL"].rsplit("/", 1)[0]
-        env = {**os.environ, "DATABASE_URL": f"{base}/{self.database_name}", "MEDIA_ROOT": str(self.media_root),
-               "DJANGO_SETTINGS_MODULE": "labelf_studio.settings.test", "CELERY_TASK_ALWAYS_EAGER": "false"}
+        env = app_env(self.database_name, self.media_root, **self.extra_env)
+        command = [sys.executable, "-m", "celery", "-A", "labelf_studio", "worker", "--pool", self.pool,
+                   "--concurrency", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        if self.beat:
+            command += ["--beat", "--schedule", str(self.log_path.with_suffix(".beat-schedule"))]
         self.log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "labelf_studio", "worker", "--pool", "solo",
-             "--concurrency", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-        )
+        started_at = self.log_path.stat().st_size
+        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
         deadline = time.time() + 60
         while time.time() < deadline:
-            if b"ready." in self.log_path.read_bytes():
+            if b"ready." in self.log_path.read_bytes()[started_at:]:
                 return self
             if self.process.poll() is not None:
                 raise RuntimeError("celery worker exited:\n" + self.log_path.read_text()[-3000:])
             time.sleep(0.3)
         raise RuntimeError("celery worker did not become ready:\n" + self.log_path.read_text()[-3000:])
 
-    def kill(self, sig=9):
+    def pool_children(self) -> list[int]:
+        """Pids of the prefork pool's processes (empty for the solo pool)."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(pid) for pid in children.read_text().split()] if children.exists() else []
+
+    def kill(self, sig=signal.SIGKILL):
+        """Kills the whole worker (main process and pool) at once, as `kill -9` or the OOM killer would."""
         if self.process and self.process.poll() is None:
-            self.process.send_signal(sig)
+            os.killpg(self.process.pid, sig)
             self.process.wait(timeout=30)
 
     def stop(self):
@@ -100,8 +133,10 @@ class WorkerProcess:
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-        self.log.close()
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=30)
+        if self.log:
+            self.log.close()
 
 
 @pytest.fixture
@@ -112,6 +147,29 @@ def celery_worker(transactional_db, shared_media, tmp_path):
     worker = WorkerProcess(connection.settings_dict["NAME"], shared_media, tmp_path / "worker.log").start()
     yield worker
     worker.stop()
+
+
+@pytest.fixture
+def start_worker(transactional_db, shared_media, tmp_path):
+    """Starts workers on demand (`start_worker(beat=True, env={...})`); every one is stopped afterwards, and
+    the broker's queue is emptied so tasks a test left behind do not reach the next test's worker."""
+    from django.db import connection
+
+    workers = []
+
+    def start(*, pool: str = "solo", beat: bool = False, env: dict | None = None) -> WorkerProcess:
+        log = tmp_path / f"worker-{len(workers) + 1}.log"
+        worker = WorkerProcess(connection.settings_dict["NAME"], shared_media, log, pool=pool, beat=beat, env=env)
+        workers.append(worker)
+        return worker.start()
+
+    yield start
+    for worker in workers:
+        worker.stop()
+    import redis
+    from django.conf import settings
+
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
 
 
 def wait_for(predicate, timeout: float = 120, interval: float = 0.5, message: str = "condition"):
