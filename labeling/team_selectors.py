@@ -43,17 +43,17 @@ class Window:
 def _parse_moment(name: str, raw: str, *, end_of_day: bool = False) -> datetime:
     value = None
     try:
-        value = parse_datetime(raw)
-        if value is None:
-            day = parse_date(raw)
-            if day is not None:
-                value = datetime.combine(day + timedelta(days=1) if end_of_day else day, time.min)
-    except ValueError:
+        day = parse_date(raw)  # a date alone (parse_datetime would read it as midnight)
+        if day is not None:
+            value = datetime.combine(day + timedelta(days=1) if end_of_day else day, time.min)
+        else:
+            value = parse_datetime(raw)
+        if value is not None:
+            value = value.replace(tzinfo=dt_timezone.utc) if timezone.is_naive(value) else value.astimezone(dt_timezone.utc)
+    except (ValueError, OverflowError):  # not a date, or one at the calendar's edge (9999-12-31 + 1 day)
         value = None
     if value is None:
         raise invalid_field(f"{name}: expected an ISO 8601 date or time, e.g. 2026-03-15 or 2026-03-15T09:14:00Z")
-    if timezone.is_naive(value):
-        value = value.replace(tzinfo=dt_timezone.utc)
     return value
 
 
