@@ -114,8 +114,11 @@ def _records_field(body: dict):
 @router.post("/datasets", response={202: DatasetOut, **ERRORS}, summary="Create a dataset from a file or records",
              openapi_extra={"requestBody": {"required": True, "content": {
                  "multipart/form-data": {"schema": {"type": "object", "required": ["file", "name"], "properties": {
-                     "file": {"type": "string", "format": "binary", "description": "CSV or JSONL (UTF-8)"},
-                     "name": {"type": "string"}}}},
+                     "file": {"type": "string", "format": "binary", "description": "CSV, TSV or JSONL (UTF-8)"},
+                     "name": {"type": "string"},
+                     "text_column": {"type": "string", "description": "the column (CSV) or key (JSONL) holding the text, if not \"text\""},
+                     "label_column": {"type": "string", "description": "the column or key holding the label, if not \"label\""},
+                     "split_column": {"type": "string", "description": "the column or key holding the split, if not \"split\""}}}},
                  "application/json": {"schema": _RECORDS_BODY}}}})
 def datasets_create(request: HttpRequest):
     """Answers at once with the dataset `processing`; a background job parses, inserts and embeds it.
@@ -131,8 +134,9 @@ def datasets_create(request: HttpRequest):
             if uploaded is None:
                 raise ApiError(400, "MISSING_REQUIRED_FIELD", "file field is required")
             name = _name(request.POST.get("name"))
+            columns = {role: request.POST.get(f"{role}_column") for role in ("text", "label", "split")}
             dataset = services.dataset_create_from_upload(workspace=request.workspace, name=name,
-                                                          uploaded_file=uploaded, user=user)
+                                                          uploaded_file=uploaded, user=user, columns=columns)
         else:
             body = json_body(request)
             name = _name(body.get("name"))

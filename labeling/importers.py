@@ -179,18 +179,51 @@ def _row_from_object(item, where: str, limits: _Limits, line: int) -> ParsedRow:
     return ParsedRow(line=line, text=text, label=label, split=split, metadata=metadata)
 
 
+ROLES = (TEXT_COLUMN, LABEL_COLUMN, SPLIT_COLUMN)
+
+
+def validate_column_mapping(columns: dict[str, str] | None) -> dict[str, str]:
+    """{role: source column} for the roles given a non-empty name; unknown roles or two roles on one column are errors."""
+    cleaned: dict[str, str] = {}
+    for role, source in (columns or {}).items():
+        if role not in ROLES:
+            raise ImportFileError(f"Unknown column role {role!r}: expected one of {', '.join(ROLES)}")
+        if source is None or (isinstance(source, str) and not source.strip()):
+            continue
+        if not isinstance(source, str) or len(source) > MAX_LABEL_CHARS:
+            raise ImportFileError(f"{role}_column: expected a column name of at most {MAX_LABEL_CHARS} characters")
+        cleaned[role] = source.strip()
+    sources = [source.lower() for source in cleaned.values()]
+    if len(set(sources)) != len(sources):
+        raise ImportFileError("The text, label and split columns must be different columns")
+    return cleaned
+
+
+def _rename_keys(item: dict, columns: dict[str, str], where: str) -> dict:
+    """A JSONL object with the chosen keys renamed to text / label / split."""
+    renamed = dict(item)
+    for role, source in columns.items():
+        if role in renamed and source != role:
+            raise ImportFileError(f"{where}: has both \"{role}\" and the chosen {role} key \"{source}\"")
+        if source in renamed:
+            renamed[role] = renamed.pop(source)
+        elif role == TEXT_COLUMN:
+            raise ImportFileError(f"{where}: the text key \"{source}\" is missing")
+    return renamed
+
+
 # Spreadsheets exported in many locales separate fields with ";" (or tabs): the header line tells which.
 CSV_DELIMITERS = (",", ";", "\t", "|")
 
 
-def _header_delimiter(header_line: str) -> str:
-    """The delimiter that makes the header hold a "text" column; "," when none does (the error then names the columns)."""
+def _header_delimiter(header_line: str, text_column: str = TEXT_COLUMN) -> str:
+    """The delimiter that makes the header hold the text column; "," when none does (the error then names the columns)."""
     for delimiter in CSV_DELIMITERS:
         try:
             cells = next(csv.reader([header_line], delimiter=delimiter))
         except (csv.Error, StopIteration):
             continue
-        if any(cell.strip().lower() == TEXT_COLUMN for cell in cells):
+        if any(cell.strip().lower() == text_column.lower() for cell in cells):
             return delimiter
     return ","
 
@@ -198,9 +231,12 @@ def _header_delimiter(header_line: str) -> str:
 class DatasetParser:
     """Iterate to get rows. `columns` (metadata keys, in order) and `bytes_read` are live."""
 
-    def __init__(self, stream: BinaryIO, fmt: str, *, max_text_chars: int, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES):
+    def __init__(self, stream: BinaryIO, fmt: str, *, max_text_chars: int, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+                 columns: dict[str, str] | None = None):
         if fmt not in FORMATS:
             raise ImportFileError(f"Unsupported format {fmt!r}: expected csv or jsonl")
+        # Which source column (CSV) or key (JSONL) holds the text, label or split, when it is not named so.
+        self.columns = validate_column_mapping(columns)
         self.format = fmt
         self.limits = _Limits(max_text_chars=max_text_chars, max_line_bytes=max_line_bytes)
         self._lines = _LineReader(stream, max_line_bytes)
@@ -237,7 +273,7 @@ class DatasetParser:
         first = next((line for line in lines if line.strip()), None)
         if first is None:
             raise ImportFileError("The file is empty: expected a header row with a \"text\" column")
-        self.delimiter = _header_delimiter(first)
+        self.delimiter = _header_delimiter(first, self.columns.get(TEXT_COLUMN, TEXT_COLUMN))
         self._csv_reader = csv.reader(itertools.chain([first], lines), delimiter=self.delimiter, strict=True)
         header = None
         try:
@@ -250,12 +286,23 @@ class DatasetParser:
         if header is None:
             raise ImportFileError("The file is empty: expected a header row with a \"text\" column")
         names = [name.strip() for name in header]
+        mapped = {source.lower(): role for role, source in self.columns.items()}
+        for role, source in self.columns.items():
+            if source.lower() not in (name.lower() for name in names):
+                shown = ", ".join(names[:10])
+                raise ImportFileError(f"Header: the {role} column \"{source}\" is not in the file; found columns: {shown}")
         roles = []
         seen: dict[str, int] = {}
         for position, name in enumerate(names, start=1):
             if not name:
                 raise ImportFileError(f"Header: column {position} has no name")
-            key = name.lower() if name.lower() in (TEXT_COLUMN, LABEL_COLUMN, SPLIT_COLUMN) else name
+            if name.lower() in mapped:
+                key = mapped[name.lower()]
+            elif name.lower() in self.columns:
+                raise ImportFileError(f"Header: column \"{name}\" and the chosen {name.lower()} column "
+                                      f"\"{self.columns[name.lower()]}\" would both be the {name.lower()}; rename one of them")
+            else:
+                key = name.lower() if name.lower() in (TEXT_COLUMN, LABEL_COLUMN, SPLIT_COLUMN) else name
             if key in seen:
                 raise ImportFileError(f"Header: duplicate column name \"{name}\" (columns {seen[key]} and {position})")
             seen[key] = position
@@ -308,6 +355,8 @@ class DatasetParser:
                 item = json.loads(text_line)
             except (ValueError, RecursionError) as exc:
                 raise ImportFileError(f"Line {line} is not valid JSON: {exc}") from None
+            if self.columns and isinstance(item, dict):
+                item = _rename_keys(item, self.columns, f"Line {line}")
             row = _row_from_object(item, f"Line {line}", self.limits, line)
             for key in row.metadata:
                 if key not in known:

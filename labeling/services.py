@@ -25,7 +25,8 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.text import get_valid_filename
 
-from .importers import DatasetParser, ImportFileError, check_not_binary, detect_format, validate_record
+from .importers import (DatasetParser, ImportFileError, check_not_binary, detect_format, validate_column_mapping,
+                        validate_record)
 from .models import Dataset, DatasetStatus, Job, JobKind, JobStatus, Record
 
 logger = logging.getLogger("labelf.import")
@@ -93,11 +94,12 @@ class _ProgressPublisher:
 
 # --- creating datasets ---------------------------------------------------------------------------
 
-def _check_file_head(stream: BinaryIO, fmt: str) -> None:
+def _check_file_head(stream: BinaryIO, fmt: str, columns: dict[str, str] | None = None) -> None:
     """File-level problems (empty, binary, bad header) answer at once instead of after a queue wait."""
     check_not_binary(stream.read(8192))
     stream.seek(0)
-    DatasetParser(stream, fmt, max_text_chars=max_text_chars(), max_line_bytes=max_line_bytes()).read_header()
+    DatasetParser(stream, fmt, max_text_chars=max_text_chars(), max_line_bytes=max_line_bytes(),
+                  columns=columns).read_header()
     stream.seek(0)
 
 
@@ -112,7 +114,7 @@ def _queue_import(job: Job) -> None:
 
 
 def _dataset_start_import(*, workspace, name: str, storage_name: str, fmt: str, user=None,
-                          queue_import: bool = True) -> Dataset:
+                          queue_import: bool = True, columns: dict[str, str] | None = None) -> Dataset:
     with transaction.atomic():
         dataset = Dataset.objects.create(
             workspace=workspace, name=name, status=DatasetStatus.PROCESSING, phase="queued",
@@ -120,25 +122,32 @@ def _dataset_start_import(*, workspace, name: str, storage_name: str, fmt: str, 
         )
         job = Job.objects.create(
             workspace=workspace, kind=JobKind.IMPORT, dataset=dataset, created_by=dataset.created_by,
-            params={"path": storage_name, "format": fmt, "first_row": 0},
+            params={"path": storage_name, "format": fmt, "first_row": 0, "columns": columns or {}},
         )
         if queue_import:
             transaction.on_commit(lambda: _queue_import(job))
     return dataset
 
 
-def dataset_create_from_upload(*, workspace, name: str, uploaded_file, user=None) -> Dataset:
-    """Stores an uploaded CSV/JSONL file and queues its import. Raises ImportFileError for file-level problems."""
+def dataset_create_from_upload(*, workspace, name: str, uploaded_file, user=None,
+                               columns: dict[str, str] | None = None) -> Dataset:
+    """Stores an uploaded CSV/JSONL file and queues its import. Raises ImportFileError for file-level problems.
+
+    `columns` names the source column holding the text, label or split ({"text": "Body", "label": "Category"})
+    when the file does not call them so.
+    """
     limit = settings.LABELF["MAX_UPLOAD_BYTES"]
     if uploaded_file.size > limit:
         raise UploadTooLarge(f"The file is {uploaded_file.size} bytes; the limit is {limit} bytes")
     fmt = detect_format(uploaded_file.name or "")
+    columns = validate_column_mapping(columns)
     uploaded_file.seek(0)
-    _check_file_head(uploaded_file.file, fmt)
+    _check_file_head(uploaded_file.file, fmt, columns)
     storage_name = default_storage.save(
         _upload_name(workspace_id=workspace.id, client_name=uploaded_file.name or "upload"), uploaded_file
     )
-    return _dataset_start_import(workspace=workspace, name=name, storage_name=storage_name, fmt=fmt, user=user)
+    return _dataset_start_import(workspace=workspace, name=name, storage_name=storage_name, fmt=fmt, user=user,
+                                 columns=columns)
 
 
 def dataset_create_from_path(*, workspace, name: str, path, user=None, queue_import: bool = True) -> Dataset:
@@ -301,7 +310,8 @@ def dataset_import_run(*, job_id: int, on_progress: ProgressCallback | None = No
         with default_storage.open(path, "rb") as stream:
             check_not_binary(stream.read(8192))
             stream.seek(0)
-            parser = DatasetParser(stream, fmt, max_text_chars=max_text_chars(), max_line_bytes=max_line_bytes())
+            parser = DatasetParser(stream, fmt, max_text_chars=max_text_chars(), max_line_bytes=max_line_bytes(),
+                                   columns=job.params.get("columns"))
             with transaction.atomic():
                 inserted = _insert_rows(dataset=dataset, parser=parser, first_row=first_row, publish=publish)
                 if inserted == 0:

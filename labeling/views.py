@@ -24,7 +24,11 @@ SEMANTIC_RESULTS = 50
 
 class DatasetUploadForm(forms.Form):
     name = forms.CharField(max_length=200)
-    file = forms.FileField(help_text="CSV or JSONL, UTF-8, with a text column")
+    file = forms.FileField(help_text="CSV, TSV or JSONL, UTF-8, with a text column")
+    text_column = forms.CharField(required=False, max_length=200, label="Text column",
+                                  widget=forms.TextInput(attrs={"placeholder": "text"}))
+    label_column = forms.CharField(required=False, max_length=200, label="Label column (optional)",
+                                   widget=forms.TextInput(attrs={"placeholder": "label"}))
 
 
 class RecordFilterForm(forms.Form):
@@ -67,7 +71,7 @@ def dataset_upload(request):
     try:
         dataset = services.dataset_create_from_upload(
             workspace=request.current_workspace, name=form.cleaned_data["name"], uploaded_file=form.cleaned_data["file"],
-            user=request.user)
+            user=request.user, columns={"text": form.cleaned_data["text_column"], "label": form.cleaned_data["label_column"]})
     except services.UploadTooLarge as exc:
         form.add_error("file", str(exc))
         return _list_page(request, form, status=413)

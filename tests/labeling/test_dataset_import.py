@@ -9,7 +9,7 @@ from labeling import services
 from labeling.embeddings import embed_texts, vectors_chunk_exists, vectors_load, vectors_write_chunk
 from labeling.models import Dataset, Job, Record
 from tests.conftest import assert_error
-from tests.labeling.conftest import CUSTOMER_CSV, bad_file
+from tests.labeling.conftest import CUSTOMER_CSV, bad_file, named_file
 
 
 def _failed(response) -> Dataset:
@@ -131,6 +131,46 @@ def test_spreadsheet_exports_with_other_delimiters_import(lead_api, upload, deli
     rows = list(Record.objects.filter(dataset=dataset).order_by("row_index").values_list("text", "label", "metadata"))
     assert rows == [("Where is my parcel, it is late", "Shipping", {"customer_id": "17"}),
                     ("Refund please", None, {"customer_id": "18"})]
+
+
+def _upload_with_columns(lead_api, content: bytes, filename: str, django_capture_on_commit_callbacks, **columns):
+    with django_capture_on_commit_callbacks(execute=True):
+        return lead_api.upload("/v2/datasets", {"name": "mapped", "file": named_file(content, filename), **columns})
+
+
+def test_upload_names_the_text_and_label_columns(lead_api, django_capture_on_commit_callbacks):
+    csv_content = b"Body,Category,label\nWhere is my parcel,shipping,x\nRefund please,,y\n"
+    response = _upload_with_columns(lead_api, csv_content, "a.csv", django_capture_on_commit_callbacks,
+                                    text_column="body", label_column="category")
+    # A column called "label" while another one is chosen as the label: ambiguous, refused at once.
+    body = assert_error(response, 400, "INVALID_FILE")
+    assert 'column "label" and the chosen label column "category"' in body["message"]
+
+    response = _upload_with_columns(lead_api, csv_content.replace(b",label", b",note"), "a.csv",
+                                    django_capture_on_commit_callbacks, text_column="Body", label_column="Category")
+    assert response.status_code == 202, response.content
+    dataset = Dataset.objects.get(pk=response.json()["id"])
+    assert dataset.status == "ready" and dataset.metadata_columns == ["note"]
+    assert list(dataset.records.order_by("row_index").values_list("text", "label", "metadata")) == [
+        ("Where is my parcel", "shipping", {"note": "x"}), ("Refund please", None, {"note": "y"})]
+
+    jsonl = b'{"body": "Card blocked", "intent": "card", "id": 1}\n{"body": "Hello"}\n'
+    response = _upload_with_columns(lead_api, jsonl, "b.jsonl", django_capture_on_commit_callbacks,
+                                    text_column="body", label_column="intent")
+    dataset = Dataset.objects.get(pk=response.json()["id"])
+    assert dataset.status == "ready", dataset.error
+    assert list(dataset.records.order_by("row_index").values_list("text", "label", "metadata")) == [
+        ("Card blocked", "card", {"id": 1}), ("Hello", None, {})]
+
+
+@pytest.mark.parametrize("columns, expected", [
+    ({"text_column": "body"}, 'the text column "body" is not in the file; found columns: text, label'),
+    ({"text_column": "text", "label_column": "TEXT"}, "must be different columns"),
+])
+def test_upload_with_bad_column_names_is_refused_at_once(lead_api, django_capture_on_commit_callbacks, columns, expected):
+    response = _upload_with_columns(lead_api, b"text,label\nhi,a\n", "a.csv", django_capture_on_commit_callbacks, **columns)
+    assert expected in assert_error(response, 400, "INVALID_FILE")["message"]
+    assert not Dataset.objects.exists()
 
 
 def test_jsonl_import_merges_metadata(lead_api, upload):

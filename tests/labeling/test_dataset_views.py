@@ -57,6 +57,26 @@ def test_browser_upload_imports_and_redirects(lead, django_capture_on_commit_cal
     assert "I want to cancel my credit card" in page and "Cancellation" in page
 
 
+def test_browser_upload_names_the_text_and_label_columns(lead, django_capture_on_commit_callbacks):
+    content = b"Message;Category;ticket\nMy parcel is late;shipping;17\nRefund please;;18\n"
+    with django_capture_on_commit_callbacks(execute=True):
+        response = lead.post("/datasets/upload/", {"name": "Tickets", "file": named_file(content, "tickets.csv"),
+                                                   "text_column": "message", "label_column": "Category"})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    dataset = Dataset.objects.get()
+    assert dataset.status == "ready" and dataset.metadata_columns == ["ticket"]
+    assert list(dataset.records.order_by("row_index").values_list("text", "label")) == [
+        ("My parcel is late", "shipping"), ("Refund please", None)]
+
+
+def test_browser_upload_with_a_missing_named_column_shows_the_error(lead):
+    response = lead.post("/datasets/upload/", {"name": "bad", "file": named_file(b"message\nhello\n", "bad.csv"),
+                                               "text_column": "body"})
+    assert response.status_code == 400
+    assert "the text column &quot;body&quot; is not in the file; found columns: message" in response.content.decode()
+    assert not Dataset.objects.exists()
+
+
 def test_browser_upload_with_a_bad_file_shows_the_error(lead):
     response = lead.post("/datasets/upload/", {"name": "bad", "file": named_file(b"message\nhello\n", "bad.csv")})
     assert response.status_code == 400
