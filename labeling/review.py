@@ -101,6 +101,7 @@ def conflicts_with_labels(records: list[Record]) -> list[Conflict]:
     by_record: dict[int, list[Annotation]] = {record.id: [] for record in records}
     for annotation in (Annotation.objects.filter(record_id__in=list(by_record), is_current=True)
                        .select_related("user", "api_key").order_by("created_at", "id")):
+        annotation.annotator_name = annotator_name(annotation)
         by_record[annotation.record_id].append(annotation)
     return [Conflict(record=record, annotations=by_record[record.id]) for record in records]
 
