@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import label_issue_views, views
 
 urlpatterns = [
     path("models/", views.model_list, name="model_list"),
@@ -12,4 +12,9 @@ urlpatterns = [
     path("models/<int:model_id>/archive/", views.model_archive, name="model_archive"),
     path("models/<int:model_id>/settings/", views.model_settings, name="model_settings"),
     path("models/<int:model_id>/descriptions/", views.model_descriptions, name="model_descriptions"),
+    path("models/<int:model_id>/label-issues/", label_issue_views.label_issues_page, name="label_issues_page"),
+    path("models/<int:model_id>/label-issues/scan/", label_issue_views.label_issues_scan, name="label_issues_scan"),
+    path("models/<int:model_id>/label-issues/progress/", label_issue_views.label_issues_progress, name="label_issues_progress"),
+    path("models/<int:model_id>/label-issues/<int:issue_id>/resolve/", label_issue_views.label_issue_resolve,
+         name="label_issue_resolve"),
 ]

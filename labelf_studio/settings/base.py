@@ -148,7 +148,8 @@ CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 3500)
 # instead of being acknowledged as failed; its job's claim and the sweeper keep reruns single.
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # Task modules beside each app's tasks.py (autodiscovered) that the worker must import too.
-CELERY_IMPORTS = ("labeling.queue_tasks", "models_app.training_tasks")
+CELERY_IMPORTS = ("labeling.queue_tasks", "models_app.training_tasks", "models_app.label_issue_tasks",
+                  "labeling.duplicates_tasks")
 CELERY_BEAT_SCHEDULE = {
     "release-expired-leases": {"task": "labeling.queue_tasks.release_expired_leases", "schedule": 60.0},
     "sweep-stale-jobs": {"task": "labeling.jobs_sweep", "schedule": float(env_int("LABELF_JOB_SWEEP_SECONDS", 60))},
