@@ -5,7 +5,7 @@ Labeling a whole group needs no endpoint of its own: send the group's `record_id
 """
 from __future__ import annotations
 
-from django.http import HttpRequest
+from django.http import HttpRequest, JsonResponse
 from ninja import Router
 
 from labelf_studio.api import ErrorOut, json_body, not_found, pagination_params, require_role
@@ -39,7 +39,9 @@ def duplicates_list(request: HttpRequest, dataset_id: int):
     in the background: the first call queues that and answers `status: "queued"` with no groups; poll until
     `status` is `succeeded`. Each group: `{"index", "size", "record_ids", "records" (the first 10, with text,
     label and excluded), "excluded"}`. `method` is `exact` (every pair compared, up to 50,000 distinct texts) or
-    `approximate` (an inverted-file search above that)."""
+    `approximate` (an inverted-file search above that). The groups are recomputed after records are appended
+    to the dataset; a failed computation answers `status: "failed"` with its `error` until
+    `POST /duplicates/scan` tries again."""
     dataset = _dataset_or_404(request, dataset_id)
     threshold = duplicates_services.parse_threshold(request.GET.get("threshold"))
     offset, limit = pagination_params(request)
@@ -49,6 +51,20 @@ def duplicates_list(request: HttpRequest, dataset_id: int):
     data = duplicates_selectors.groups_page(scan=scan, offset=offset, limit=limit)
     return {**duplicates_selectors.scan_to_dict(scan), "data": data, "total": total, "offset": offset, "limit": limit,
             "has_more": offset + len(data) < total}
+
+
+@router.post("/datasets/{int:dataset_id}/duplicates/scan", response={202: dict, **ERRORS},
+             summary="Compute the near-duplicate groups again after a failure",
+             openapi_extra={"requestBody": {"required": False, "content": {"application/json": {"schema": {
+                 "type": "object", "properties": {"threshold": _THRESHOLD}}}}}})
+def duplicates_scan(request: HttpRequest, dataset_id: int):
+    """Queues the computation at this threshold when there is none, or when the last one failed or is stale; a
+    scan already queued, running or up to date is answered as it is. 202 with the scan (no groups)."""
+    require_role(request, "lead")
+    dataset = _dataset_or_404(request, dataset_id)
+    threshold = duplicates_services.parse_threshold(json_body(request).get("threshold"))
+    scan, _ = duplicates_services.duplicate_scan_request(dataset=dataset, threshold=threshold, retry_failed=True)
+    return JsonResponse(duplicates_selectors.scan_to_dict(scan), status=202)
 
 
 @router.post("/datasets/{int:dataset_id}/duplicates/exclude", response={200: dict, **ERRORS},

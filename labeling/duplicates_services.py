@@ -63,24 +63,30 @@ def _queue_scan(scan_id: int) -> None:
             error="Could not queue the scan: the task queue is unreachable; try again later")
 
 
-def duplicate_scan_request(*, dataset, threshold: Decimal):
-    """The dataset's scan at this threshold: the cached one, or a new one queued. A failed scan is queued again.
-    Returns (scan, queued_now)."""
+def duplicate_scan_request(*, dataset, threshold: Decimal, retry_failed: bool = False):
+    """The dataset's scan at this threshold: the cached one, or one queued now when there is none yet or the
+    cached one is stale (records were appended since). A failed scan is returned as it is (its `error` says
+    why) unless `retry_failed`. Returns (scan, queued_now)."""
     from models_app.models import DuplicateScan, ScanStatus
 
     _check_ready(dataset)
     scan = DuplicateScan.objects.filter(dataset=dataset, threshold=threshold).first()
-    if scan is not None and scan.status != ScanStatus.FAILED:
-        return scan, False
+    if scan is not None:
+        stale = scan.status == ScanStatus.SUCCEEDED and scan.record_count != dataset.record_count
+        if scan.status in (ScanStatus.QUEUED, ScanStatus.RUNNING) or (scan.status == ScanStatus.SUCCEEDED and not stale) \
+                or (scan.status == ScanStatus.FAILED and not retry_failed):
+            return scan, False
     try:
         with transaction.atomic():
             if scan is None:
                 scan = DuplicateScan.objects.create(dataset=dataset, threshold=threshold)
             else:
-                retried = DuplicateScan.objects.filter(pk=scan.pk, status=ScanStatus.FAILED).update(
-                    status=ScanStatus.QUEUED, progress=0.0, error=None, started_at=None, finished_at=None)
+                # Conditional on the status read above, so two requests never queue the same scan twice.
+                requeued = DuplicateScan.objects.filter(pk=scan.pk, status=scan.status).update(
+                    status=ScanStatus.QUEUED, progress=0.0, error=None, started_at=None, finished_at=None,
+                    groups=[], duplicate_records=0, method="")
                 scan.refresh_from_db()
-                if not retried:
+                if not requeued:
                     return scan, False
             scan_id = scan.id
             transaction.on_commit(lambda: _queue_scan(scan_id))
@@ -131,7 +137,7 @@ def duplicate_scan_run(*, scan_id: int, max_threads: int = 1) -> str:
         return "failed"
     DuplicateScan.objects.filter(pk=scan_id).update(
         status=ScanStatus.SUCCEEDED, progress=1.0, method=found.method, duplicate_records=found.duplicate_rows,
-        groups=[ids[group].tolist() for group in found.groups], finished_at=timezone.now())
+        groups=[ids[group].tolist() for group in found.groups], record_count=dataset.record_count, finished_at=timezone.now())
     return "succeeded"
 
 

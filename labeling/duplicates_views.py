@@ -97,6 +97,19 @@ def dataset_duplicates_progress(request: HttpRequest, dataset_id: int):
     return response
 
 
+@workspace_role_required("lead")
+@require_POST
+def dataset_duplicates_scan(request: HttpRequest, dataset_id: int):
+    """Try a failed computation again."""
+    dataset = _dataset_or_404(request, dataset_id)
+    threshold, _ = _threshold(request, request.POST)
+    try:
+        duplicates_services.duplicate_scan_request(dataset=dataset, threshold=threshold, retry_failed=True)
+    except ApiError as exc:
+        messages.error(request, exc.message)
+    return redirect(_page_url(dataset.id, threshold))
+
+
 def _group_index(raw) -> int | None:
     return int(raw) if isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) < 10 else None
 

@@ -12,6 +12,8 @@ urlpatterns = [
     path("datasets/<int:dataset_id>/duplicates/", duplicates_views.dataset_duplicates, name="dataset_duplicates"),
     path("datasets/<int:dataset_id>/duplicates/progress/", duplicates_views.dataset_duplicates_progress,
          name="dataset_duplicates_progress"),
+    path("datasets/<int:dataset_id>/duplicates/scan/", duplicates_views.dataset_duplicates_scan,
+         name="dataset_duplicates_scan"),
     path("datasets/<int:dataset_id>/duplicates/exclude/", duplicates_views.dataset_duplicates_exclude,
          name="dataset_duplicates_exclude"),
     path("datasets/<int:dataset_id>/duplicates/label/", duplicates_views.dataset_duplicates_label,

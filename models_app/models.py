@@ -150,7 +150,7 @@ class LabelIssue(models.Model):
 
 class DuplicateScan(models.Model):
     """Near-duplicate groups of one dataset at one similarity threshold (labeling.duplicates), kept as a cache:
-    a dataset's texts and vectors never change after import, so a finished scan stays valid."""
+    records' texts and vectors never change, so a finished scan stays valid until records are appended."""
 
     dataset = models.ForeignKey("labeling.Dataset", on_delete=models.CASCADE, related_name="duplicate_scans")
     threshold = models.DecimalField(max_digits=3, decimal_places=2)
@@ -160,6 +160,8 @@ class DuplicateScan(models.Model):
     method = models.CharField(max_length=20, blank=True)  # exact | approximate
     groups = models.JSONField(default=list, blank=True)  # [[record id, ...], ...], largest group first
     duplicate_records = models.PositiveIntegerField(default=0)  # records beyond one per group
+    # The dataset's size when the groups were computed: records appended later make the scan stale.
+    record_count = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
