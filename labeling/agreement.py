@@ -31,6 +31,8 @@ Ratings = Mapping[Hashable, Mapping[Hashable, str]]
 
 # A gap between two labels of one annotator longer than this is a break, not time spent labeling.
 IDLE_GAP_SECONDS = 300.0
+# Labels sent closer together than this came in one request (a batch upload), not one by one.
+BATCH_GAP_SECONDS = 1.0
 
 
 def _index(values) -> dict:
@@ -175,20 +177,25 @@ def agreement_with_consensus(ratings: Ratings, final: Mapping[Hashable, str] | N
 
 
 def labels_per_hour(times: Sequence[float], durations_ms: Sequence[float | None], *,
-                    idle_gap: float = IDLE_GAP_SECONDS) -> tuple[float | None, float]:
+                    idle_gap: float = IDLE_GAP_SECONDS, batch_gap: float = BATCH_GAP_SECONDS) -> tuple[float | None, float]:
     """(labels per hour, hours spent) for one annotator's labels, `times` in seconds, ascending.
 
-    A label's time is how long the annotator looked at the record (`duration_ms`, which the labeling page
-    sends); a label without it (an API client that did not send it) counts the gap since the annotator's
-    previous label, unless that gap is longer than `idle_gap` (a break). None when no time is known.
+    Only labels whose time is known count, in both the labels and the hours: a label's time is how long
+    the annotator looked at the record (`duration_ms`, which the labeling page sends); for a label without
+    it (an API client that did not send it), the gap since the annotator's previous label, unless that gap
+    is a break (longer than `idle_gap`) or the labels came in one batch (closer than `batch_gap`). None
+    when no label's time is known.
     """
     seconds = 0.0
+    timed = 0
     previous = None
     for when, duration in zip(times, durations_ms):
         if duration is not None:
             seconds += duration / 1000.0
-        elif previous is not None and 0 <= when - previous <= idle_gap:
+            timed += 1
+        elif previous is not None and batch_gap <= when - previous <= idle_gap:
             seconds += when - previous
+            timed += 1
         previous = when
     hours = seconds / 3600.0
-    return (len(times) / hours if hours > 0 else None), hours
+    return (timed / hours if hours > 0 else None), hours

@@ -9,9 +9,9 @@ What is measured
   annotator's agreement with the consensus (the lead's decision where there is one, else a strict
   majority; units without either are not compared).
 - Per annotator: labels given in the window (every annotation, relabels included), records labeled,
-  and labels per hour: labels over the time spent labeling (`agreement.labels_per_hour`: the time
-  each record was on screen, or for labels sent without it, the gap since the previous label up to
-  5 minutes).
+  and labels per hour: labels over the time spent labeling them (`agreement.labels_per_hour`: the
+  time each record was on screen, or for labels sent without it, the gap since the previous label
+  between 1 second and 5 minutes; labels of one batch upload have no time and are not counted).
 - The window is `since` <= created_at < `until`; presets 24h, 7d, 30d, all.
 """
 from __future__ import annotations

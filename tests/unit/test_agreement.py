@@ -136,11 +136,14 @@ def test_consensus_is_the_adjudicated_label_else_a_strict_majority():
     assert (scores["cy"].agreed, scores["cy"].compared) == (1, 1)
 
 
-def test_labels_per_hour_counts_looking_time_and_short_gaps_not_breaks():
+def test_labels_per_hour_counts_looking_time_and_short_gaps_not_breaks_or_batches():
     # Three labels with durations of 10 s each: 3 labels in 30 s = 360 per hour.
     rate, hours = labels_per_hour([0, 100, 200], [10_000, 10_000, 10_000])
     assert rate == pytest.approx(360) and hours == pytest.approx(30 / 3600)
-    # Without durations: the gaps count (20 s, 40 s), a 2-hour gap is a break.
+    # Without durations: the gaps count (20 s, 40 s: two labels in a minute); the first label's time is
+    # unknown and a 2-hour gap is a break, so neither counts.
     rate, hours = labels_per_hour([0, 20, 60, 7260], [None, None, None, None])
-    assert hours == pytest.approx(60 / 3600) and rate == pytest.approx(4 * 60)
+    assert hours == pytest.approx(60 / 3600) and rate == pytest.approx(2 * 60)
+    # 100 labels posted in one request say nothing about speed.
+    assert labels_per_hour([5.0 + i * 1e-4 for i in range(100)], [None] * 100) == (None, 0.0)
     assert labels_per_hour([5], [None]) == (None, 0.0)
