@@ -10,7 +10,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from labeling.models import Annotation, Dataset, Job, Record
 from labelf_studio.workspaces.models import ApiKey, Membership
-from models_app.models import ClassificationModel, ModelVersion
+from models_app.models import ClassificationModel, DuplicateScan, LabelIssue, LabelIssueScan, ModelVersion
 from tests.conftest import ApiClient
 from tests.factories import make_key, make_user, make_workspace
 
@@ -33,6 +33,10 @@ SAMPLE_BODIES = {
     ("post", "/v2/models/{model_id}/inference"): {"texts": ["card not arrived"]},
     ("post", "/v2/models/{model_id}/labels"): {"labels": [{"record_id": 1, "label": "card"}]},
     ("post", "/v2/models/{model_id}/train"): {"type": "active-learning"},
+    ("post", "/v2/models/{model_id}/label-issues/scan"): {},
+    ("post", "/v2/models/{model_id}/label-issues/{issue_id}"): {"action": "dismiss"},
+    ("post", "/v2/datasets/{dataset_id}/duplicates/scan"): {},
+    ("post", "/v2/datasets/{dataset_id}/duplicates/exclude"): {},
 }
 
 
@@ -53,8 +57,11 @@ def world_b():
     job = lead.post(f"/v2/models/{model['id']}/train", {"type": "active-learning"})
     assert job.status_code == 202, job.content
     record = Record.objects.filter(dataset_id=dataset["id"]).first()
+    # A possible label error of B's model, so the review endpoints and pages are tried with a real foreign id.
+    issue = LabelIssue.objects.create(model_id=model["id"], scan=LabelIssueScan.objects.create(model_id=model["id"]),
+                                      record=record, rank=1, given_label="card", suggested_label="transfer", score=0.9)
     return {"workspace": workspace, "dataset_id": dataset["id"], "model_id": model["id"], "job_id": job.json()["id"],
-            "record_id": record.id, "number": 1, "version": 1}
+            "record_id": record.id, "number": 1, "version": 1, "issue_id": issue.id}
 
 
 def snapshot(workspace):
@@ -68,6 +75,10 @@ def snapshot(workspace):
         "jobs": Job.objects.filter(workspace=workspace).count(),
         "members": sorted(Membership.objects.filter(workspace=workspace).values_list("id", "role")),
         "keys": sorted(ApiKey.objects.filter(workspace=workspace).values_list("id", "revoked_at")),
+        "excluded": Record.objects.filter(dataset__workspace=workspace, excluded=True).count(),
+        "label_issues": sorted(LabelIssue.objects.filter(model__workspace=workspace).values_list("id", "status")),
+        "scans": (LabelIssueScan.objects.filter(model__workspace=workspace).count(),
+                  DuplicateScan.objects.filter(dataset__workspace=workspace).count()),
     }
 
 
