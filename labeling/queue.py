@@ -460,7 +460,10 @@ def queue_recompute(*, model, version=None, max_threads: int = 1) -> QueueStats:
         from models_app.models import ClassificationModel
 
         # Serialises concurrent recomputes of one model (a recommend job and a train job's last step).
-        ClassificationModel.objects.select_for_update().filter(pk=model.pk).first()
+        # NO KEY UPDATE: a plain FOR UPDATE also blocks the foreign-key check of a label's annotation
+        # insert (FOR KEY SHARE on the model row) while that label call holds queue rows this delete
+        # needs: a deadlock (found by tests/system/test_worker_faults.py).
+        ClassificationModel.objects.select_for_update(no_key=True).filter(pk=model.pk).first()
         now = timezone.now()
         # Overlap records that have their first label wait in the queue for the other annotators.
         started = Q(required_annotations__gt=1, record__label__isnull=False)
