@@ -33,6 +33,7 @@ SAMPLE_BODIES = {
     ("post", "/v2/models/{model_id}/inference"): {"texts": ["card not arrived"]},
     ("post", "/v2/models/{model_id}/labels"): {"labels": [{"record_id": 1, "label": "card"}]},
     ("post", "/v2/models/{model_id}/train"): {"type": "active-learning"},
+    ("post", "/v2/models/{model_id}/review/{record_id}"): {"label": "card"},
     ("post", "/v2/models/{model_id}/label-issues/scan"): {},
     ("post", "/v2/models/{model_id}/label-issues/{issue_id}"): {"action": "dismiss"},
     ("post", "/v2/datasets/{dataset_id}/duplicates/scan"): {},
