@@ -164,7 +164,8 @@ def start_worker(transactional_db, shared_media, tmp_path):
         return worker.start()
 
     yield start
-    for worker in workers:
+    for worker in workers:  # whatever they still run belongs to this test only
+        worker.kill()
         worker.stop()
     import redis
     from django.conf import settings
