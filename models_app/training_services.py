@@ -63,12 +63,22 @@ def short_classes(*, model: ClassificationModel) -> list[str]:
     return [label for label, count in zip(model.labels, counts) if count < MIN_EXAMPLES_PER_CLASS]
 
 
+def _has_training_labels(*, model: ClassificationModel) -> bool:
+    """Whether any pool record carries one of the model's labels (evaluation-split labels are never trained on)."""
+    from labeling.queue import labeled_counts
+
+    return bool(labeled_counts(model=model).sum())
+
+
 def train_request(*, model: ClassificationModel, type: str, user=None, api_key=None) -> tuple[Job, bool]:
     """The train job for this request and whether it is new (False: absorbed by a queued job)."""
     if type not in TRAIN_TYPES:
         raise invalid_field(f"type: expected one of {', '.join(TRAIN_TYPES)}")
     if model.status == ModelStatus.ARCHIVED:
         raise ApiError(409, "MODEL_ARCHIVED", "This model is archived; deploy it again to train it")
+    if type == ModelType.ACTIVE_LEARNING and not _has_training_labels(model=model):
+        raise ApiError(409, "CONFLICT", "There are no labels to train on yet: label some records first "
+                                        "(the describe-and-classify version keeps serving until then)")
     if type == ModelType.FINE_TUNED:
         short = short_classes(model=model)
         if short:

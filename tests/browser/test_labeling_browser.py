@@ -109,3 +109,15 @@ def test_a_large_label_set_is_labeled_by_typing_to_filter(login, live_server, wo
                and Recommendation.objects.get(model=model, record_id=second).leased_to_id is None)
     assert Record.objects.get(pk=first).label == "intent_37"
     assert Recommendation.objects.get(model=model, record_id=second).leased_to_id is None
+
+
+def test_a_lead_pressing_retrain_with_no_labels_reads_why_nothing_happens(login, live_server, workspace, lead_user):
+    # The panel answers htmx with the reason inside it (htmx swaps only 2xx answers).
+    model, _ = random_setup(workspace, n=40)
+    page = login(lead_user.username)
+    page.goto(f"{live_server.url}/models/{model.id}/label/")
+    page.wait_for_function("window.htmx !== undefined")
+    page.get_by_role("button", name="Retrain now").click()
+    expect(page.get_by_text("There are no labels to train on yet")).to_be_visible()
+    assert page.url.endswith(f"/models/{model.id}/label/")  # swapped in place, no page load
+    assert model.versions.count() == 1

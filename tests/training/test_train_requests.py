@@ -93,6 +93,15 @@ def test_train_input_errors(lead_api, annotator_api, other_api, model):
     assert not Job.objects.exists()
 
 
+def test_active_learning_with_no_training_labels_is_409(lead_api, workspace):
+    unlabeled, _ = random_setup(workspace, n=30)
+    Record.objects.filter(dataset=unlabeled.dataset, row_index=0).update(label="billing", split="evaluation")
+    body = assert_error(train(lead_api, unlabeled, {"type": "active-learning"}), 409, "CONFLICT")
+    assert "no labels to train on yet" in body["message"]
+    assert not Job.objects.filter(model=unlabeled, kind="train").exists()
+    assert unlabeled.versions.count() == 1
+
+
 def test_fine_tuning_with_a_class_under_two_labels_is_400_naming_it(lead_api, model):
     short = model.labels[1]
     keep = Record.objects.filter(dataset=model.dataset, label=short, split="pool").order_by("id").first()
@@ -178,7 +187,9 @@ def test_two_leads_pressing_train_at_once_get_one_job(workspace):
 
     from django.db import connection
 
-    model, _ = random_setup(workspace, n=40)
+    model, truth = random_setup(workspace, n=40)
+    first = Record.objects.filter(dataset=model.dataset).order_by("row_index").first()
+    Record.objects.filter(pk=first.pk).update(label=truth[0])
     barrier = threading.Barrier(2)
     job_ids = []
 
