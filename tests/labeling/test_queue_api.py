@@ -20,6 +20,9 @@ pytestmark = pytest.mark.django_db
 def model(workspace):
     model, truth = random_setup(workspace, n=120)
     model.truth = truth
+    # One annotator per record: these tests are about the plain queue (overlap: test_overlap.py).
+    model.overlap_share = 0.0
+    model.save(update_fields=["overlap_share"])
     queue_recompute(model=model)
     return model
 
@@ -218,8 +221,6 @@ def test_labeling_an_archived_model_is_409(annotator_api, model, other_api):
 def test_labels_query_count_is_pinned(annotator_api, model, django_assert_num_queries):
     fixed = middleware_queries(annotator_api)
     records = list(Record.objects.filter(dataset=model.dataset).order_by("id").values_list("id", flat=True))
-    # One annotator per record here; an overlap record adds one UPDATE (pinned in test_overlap.py).
-    Recommendation.objects.filter(model=model).update(required_annotations=1)
     # model; savepoint; records; current annotations; recommendations; INSERT annotations; UPDATE records;
     # DELETE recommendations; labeled total; release
     with django_assert_num_queries(fixed + 10):

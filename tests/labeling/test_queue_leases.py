@@ -19,6 +19,9 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def model(workspace):
     model, _ = random_setup(workspace, n=300)
+    # One annotator per record: these tests are about the plain queue (overlap: test_overlap.py).
+    model.overlap_share = 0.0
+    model.save(update_fields=["overlap_share"])
     queue_recompute(model=model)
     return model
 
