@@ -20,10 +20,15 @@ def groups_page(*, scan, offset: int, limit: int, shown: int = RECORDS_SHOWN_PER
             "index": offset + i, "size": len(group), "record_ids": list(group),
             "records": [{"id": r.id, "text": r.text, "label": r.label, "excluded": r.excluded, "split": r.split}
                         for r in members],
-            "excluded": Record.objects.filter(id__in=group, excluded=True).count() if len(group) > shown
-            else sum(1 for r in members if r.excluded),
+            "excluded": _excluded_count(group) if len(group) > shown else sum(1 for r in members if r.excluded),
         })
     return page
+
+
+def _excluded_count(record_ids: list[int], batch: int = 5000) -> int:
+    # Bounded IN lists: one group of a large dataset can hold more ids than SQLite takes in one statement.
+    return sum(Record.objects.filter(id__in=record_ids[start:start + batch], excluded=True).count()
+               for start in range(0, len(record_ids), batch))
 
 
 def scan_to_dict(scan) -> dict:

@@ -162,6 +162,12 @@ def _chosen_groups(scan, groups) -> list[list[int]]:
     return [scan.groups[i] for i in sorted(set(groups))]
 
 
+def _batches(ids: list[int], size: int = 5000):
+    # A bounded IN list per statement: a large dataset's groups can hold more ids than SQLite takes at once.
+    for start in range(0, len(ids), size):
+        yield ids[start:start + size]
+
+
 def duplicates_exclude(*, dataset, threshold: Decimal, exclude=True, groups=None, user=None, api_key=None) -> dict:
     """Keeps one record per group in the recommendation pool (the group's first labeled record, else its first
     record) and excludes the others; `exclude=False` puts every record of the groups back. `groups` (indices
@@ -176,20 +182,23 @@ def duplicates_exclude(*, dataset, threshold: Decimal, exclude=True, groups=None
     member_ids = [record_id for group in chosen for record_id in group]
     with transaction.atomic():
         if not exclude:
-            restored = Record.objects.filter(dataset=dataset, id__in=member_ids, excluded=True).update(excluded=False)
+            restored = sum(Record.objects.filter(dataset=dataset, id__in=ids, excluded=True).update(excluded=False)
+                           for ids in _batches(member_ids))
             result = {"excluded": 0, "restored": restored, "groups": len(chosen)}
         else:
-            labeled = set(Record.objects.filter(dataset=dataset, id__in=member_ids, label__isnull=False)
-                          .values_list("id", flat=True))
+            labeled = {record_id for ids in _batches(member_ids) for record_id in Record.objects.filter(
+                dataset=dataset, id__in=ids, label__isnull=False).values_list("id", flat=True)}
             drop: list[int] = []
             for group in chosen:
                 keep = next((record_id for record_id in group if record_id in labeled), group[0])
                 drop.extend(record_id for record_id in group if record_id != keep)
             # Set on every member but the kept one: the flag only matters to the unlabeled pool, and a labeled
             # duplicate whose label is withdrawn later stays out of the pool too.
-            excluded = Record.objects.filter(dataset=dataset, id__in=drop, excluded=False).update(excluded=True)
             now = timezone.now()
-            Recommendation.objects.filter(record_id__in=drop).exclude(lease_expires_at__gte=now).delete()
+            excluded = 0
+            for ids in _batches(drop):
+                excluded += Record.objects.filter(dataset=dataset, id__in=ids, excluded=False).update(excluded=True)
+                Recommendation.objects.filter(record_id__in=ids).exclude(lease_expires_at__gte=now).delete()
             result = {"excluded": excluded, "restored": 0, "groups": len(chosen)}
         audit_record(workspace=dataset.workspace, action="dataset.duplicates_exclude" if exclude else "dataset.duplicates_include",
                      target=f"dataset {dataset.id} ({dataset.name})", actor=user, actor_key=api_key,
