@@ -34,7 +34,8 @@ def _scan_context(model) -> dict:
 
 def _issue_context(model, issue, error: str | None = None) -> dict:
     return {"model": model, "issue": issue, "other_labels": [label for label in model.labels if label != issue.given_label],
-            "score_percent": round(100 * issue.score), "error": error}
+            # Floored: a 99.6% chance of being wrong is not shown as a certainty.
+            "score_percent": int(100 * issue.score), "error": error}
 
 
 @workspace_role_required("lead")
