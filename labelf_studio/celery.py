@@ -33,12 +33,13 @@ def runs_in_worker(task: Task) -> bool:
     return not (task.request.is_eager or task.request.called_directly)
 
 
-class JobTask(Task):
-    """A task whose first argument is a `Job` id, sent as follow-up work of a request or another task.
+class FollowUpTask(Task):
+    """A task sent as follow-up work of a request or another task, after that work's commit.
 
-    If the broker is unreachable when it is sent, the job row stays `queued` and the stale-job sweeper
-    sends it again once the broker is back (the row is the durable record, the message only a nudge);
-    the request that asked for it (a label, a lease) succeeds instead of failing after its commit.
+    If the broker is unreachable when it is sent, the sending is logged and skipped instead of failing
+    what asked for it (a label, a lease, a new version) after its commit. A job stays `queued` and the
+    stale-job sweeper sends it again once the broker is back (the `Job` row is the durable record, the
+    message only a nudge); a version's summary (model page only) is then missing.
     """
 
     def apply_async(self, args=None, kwargs=None, **options):
@@ -49,7 +50,5 @@ class JobTask(Task):
         try:
             return super().apply_async(args=args, kwargs=kwargs, **options)
         except OperationalError:  # kombu's "could not publish" after its own retries
-            job_id = (args or [None])[0] if args else (kwargs or {}).get("job_id")
-            logger.warning("broker unreachable: %s for job %s not sent; the sweeper sends it later", self.name, job_id,
-                           exc_info=True)
+            logger.warning("broker unreachable: %s%s not sent", self.name, tuple(args or ()), exc_info=True)
             return None

@@ -7,14 +7,14 @@ from celery import shared_task
 from django.db import transaction
 from django.utils import timezone
 
-from labelf_studio.celery import JobTask, runs_in_worker
+from labelf_studio.celery import FollowUpTask, runs_in_worker
 
 from .job_maintenance import job_heartbeat
 
 logger = logging.getLogger("labelf.queue")
 
 
-@shared_task(base=JobTask, bind=True, acks_late=True, time_limit=900, soft_time_limit=840)
+@shared_task(base=FollowUpTask, bind=True, acks_late=True, time_limit=900, soft_time_limit=840)
 def recompute_queue(self, job_id: int) -> None:
     """Runs a `recommend` job. Safe to run twice: a finished job is left alone, and a recompute only
     rewrites the queue from the newest version, so running it again gives the same queue."""

@@ -5,7 +5,7 @@ stale-job sweeper (`jobs_sweep`, on beat) can tell a job whose worker died from 
 """
 from celery import shared_task
 
-from labelf_studio.celery import JobTask, runs_in_worker
+from labelf_studio.celery import FollowUpTask, runs_in_worker
 
 from . import services
 from .job_maintenance import job_heartbeat
@@ -15,7 +15,7 @@ from .job_maintenance import job_heartbeat
 def dataset_import(self, job_id: int) -> None:
     """Parses and inserts the file, then fans embedding out: one task per chunk of rows.
 
-    Not a `JobTask`: an upload whose import cannot be queued fails at once (the user still has the file).
+    Not a `FollowUpTask`: an upload whose import cannot be queued fails at once (the user still has the file).
     """
     with job_heartbeat(job_id, enabled=runs_in_worker(self)):
         embed_job = services.dataset_import_run(job_id=job_id)
@@ -24,7 +24,7 @@ def dataset_import(self, job_id: int) -> None:
             dataset_embed_chunk.delay(embed_job.id, chunk_index)
 
 
-@shared_task(name="labeling.dataset_embed_chunk", base=JobTask, acks_late=True, bind=True)
+@shared_task(name="labeling.dataset_embed_chunk", base=FollowUpTask, acks_late=True, bind=True)
 def dataset_embed_chunk(self, job_id: int, chunk_index: int) -> None:
     with job_heartbeat(job_id, enabled=runs_in_worker(self)):
         services.dataset_embed_chunk(job_id=job_id, chunk_index=chunk_index)

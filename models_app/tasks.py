@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 from celery import shared_task
 
+from labelf_studio.celery import FollowUpTask
+
 # Sample predictions shown on the model page.
 SAMPLE_SIZE = 20
 # Rows scored per step when counting predicted labels, so a large dataset never needs a
@@ -11,7 +13,7 @@ SAMPLE_SIZE = 20
 SCORING_BATCH = 50_000
 
 
-@shared_task(acks_late=True, time_limit=1800, soft_time_limit=1700)
+@shared_task(base=FollowUpTask, acks_late=True, time_limit=1800, soft_time_limit=1700)
 def version_summarise(version_id: int) -> None:
     """Predicted label counts over the version's whole dataset plus a few sample predictions.
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from labelf_studio.celery import JobTask, runs_in_worker
+from labelf_studio.celery import FollowUpTask, runs_in_worker
 
 
-@shared_task(base=JobTask, bind=True, acks_late=True, time_limit=settings.CELERY_TASK_TIME_LIMIT,
+@shared_task(base=FollowUpTask, bind=True, acks_late=True, time_limit=settings.CELERY_TASK_TIME_LIMIT,
              soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT)
 def train_model(self, job_id: int) -> str:
     """Runs a train job. Idempotent: a finished job is left alone and a job never writes two versions.

@@ -173,6 +173,72 @@ def start_worker(transactional_db, shared_media, tmp_path):
     redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class GunicornServer:
+    """The production web server (gunicorn, sync workers) in its own process group, on a free port."""
+
+    def __init__(self, env: dict, log_path: Path, workers: int = 2):
+        self.env = env
+        self.log_path = log_path
+        self.workers = workers
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.process = None
+
+    def start(self):
+        import requests
+
+        self.log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "labelf_studio.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
+             "--workers", str(self.workers), "--timeout", "60"],
+            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if requests.get(f"{self.base_url}/v2/openapi.json", timeout=10).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.3)
+        raise RuntimeError("gunicorn did not come up:\n" + self.log_path.read_text()[-3000:])
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=30)
+        self.log.close()
+
+
+@pytest.fixture
+def start_server(transactional_db, shared_media, tmp_path):
+    """Starts gunicorn on the test's database and media (`start_server(workers=2, env={...})`); stopped afterwards."""
+    from django.db import connection
+
+    servers = []
+
+    def start(*, workers: int = 2, env: dict | None = None) -> GunicornServer:
+        server_env = app_env(connection.settings_dict["NAME"], shared_media, **(env or {}))
+        server = GunicornServer(server_env, tmp_path / f"gunicorn-{len(servers) + 1}.log", workers=workers)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
 def wait_for(predicate, timeout: float = 120, interval: float = 0.5, message: str = "condition"):
     deadline = time.time() + timeout
     while time.time() < deadline:
