@@ -301,10 +301,10 @@ def _export_rows(*, workspace: Workspace, stage: _Stage, progress: ProgressFacto
         })
         rows = (
             {"row_index": row_index, "text": text, "metadata": metadata, "label": label, "split": split,
-             "labeled_at": _iso(labeled_at), "excluded": excluded}
-            for row_index, text, metadata, label, split, labeled_at, excluded in
+             "labeled_at": _iso(labeled_at), "excluded": excluded, "in_conflict": in_conflict}
+            for row_index, text, metadata, label, split, labeled_at, excluded, in_conflict in
             Record.objects.filter(dataset=dataset).order_by("row_index")
-            .values_list("row_index", "text", "metadata", "label", "split", "labeled_at", "excluded")
+            .values_list("row_index", "text", "metadata", "label", "split", "labeled_at", "excluded", "in_conflict")
             .iterator(chunk_size=BATCH)
         )
         counts["records"] += stage.write_jsonl(f"records/dataset_{dataset.id}.jsonl", rows, on_row=lambda: bar.update(1))
@@ -346,6 +346,7 @@ def _export_rows(*, workspace: Workspace, stage: _Stage, progress: ProgressFacto
             "latest_version": versions_by_id.get(model.latest_version_id),
             "served_version": versions_by_id.get(model.served_version_id),
             "retrain_every": model.retrain_every, "evaluation_share": model.evaluation_share,
+            "overlap_share": model.overlap_share, "overlap_annotators": model.overlap_annotators,
             "created_by": username(model.created_by_id), "created_at": _iso(model.created_at),
         } for model in models],
         "versions": version_rows,
@@ -371,22 +372,23 @@ def _export_rows(*, workspace: Workspace, stage: _Stage, progress: ProgressFacto
     counts["annotations"] = stage.write_jsonl("annotations.jsonl", (
         {"dataset": dataset_id, "row_index": row_index, "model": model_id, "user": username(user_id), "label": label,
          "recommended_by_version": version, "reason": reason, "duration_ms": duration_ms, "is_current": is_current,
-         "created_at": _iso(created_at)}
-        for dataset_id, row_index, model_id, user_id, label, version, reason, duration_ms, is_current, created_at in
+         "adjudicated": adjudicated, "created_at": _iso(created_at)}
+        for dataset_id, row_index, model_id, user_id, label, version, reason, duration_ms, is_current, adjudicated, created_at in
         annotations.order_by("id").values_list(
             "record__dataset_id", "record__row_index", "model_id", "user_id", "label", "recommended_by_version",
-            "reason", "duration_ms", "is_current", "created_at").iterator(chunk_size=BATCH)
+            "reason", "duration_ms", "is_current", "adjudicated", "created_at").iterator(chunk_size=BATCH)
     ), on_row=lambda: bar.update(1))
     bar.close()
 
     # Leases are per session and short-lived: the queue is restored without them.
     counts["recommendations"] = stage.write_jsonl("recommendations.jsonl", (
         {"model": model_id, "dataset": dataset_id, "row_index": row_index, "position": position, "score": score,
-         "reason": reason, "predicted_label": predicted_label, "confidence": confidence, "version": version}
-        for model_id, dataset_id, row_index, position, score, reason, predicted_label, confidence, version in
+         "reason": reason, "predicted_label": predicted_label, "confidence": confidence, "version": version,
+         "required_annotations": required}
+        for model_id, dataset_id, row_index, position, score, reason, predicted_label, confidence, version, required in
         Recommendation.objects.filter(model__workspace=workspace).order_by("model_id", "position").values_list(
             "model_id", "record__dataset_id", "record__row_index", "position", "score", "reason", "predicted_label",
-            "confidence", "version").iterator(chunk_size=BATCH)
+            "confidence", "version", "required_annotations").iterator(chunk_size=BATCH)
     ))
     counts["audit_events"] = stage.write_jsonl("audit_events.jsonl", (
         {"actor": username(event.actor_id), "action": event.action, "target": event.target, "details": event.details,
@@ -613,7 +615,7 @@ def _import_rows(*, verified: _Verified, name: str, written: list[str], progress
     datasets = verified.json("datasets.json")
     bar = progress(desc="records", total=sum(d["record_count"] for d in datasets), unit="rec")
     counts["records"] = counts["vector_chunks"] = 0
-    record_fields = ["dataset", "row_index", "text", "metadata", "label", "split", "labeled_at", "excluded"]
+    record_fields = ["dataset", "row_index", "text", "metadata", "label", "split", "labeled_at", "excluded", "in_conflict"]
     for d in datasets:
         dataset = Dataset.objects.create(
             workspace=workspace, name=d["name"], status=d["status"], record_count=d["record_count"],
@@ -629,7 +631,7 @@ def _import_rows(*, verified: _Verified, name: str, written: list[str], progress
         for batch in _batched(verified.jsonl(f"records/dataset_{d['id']}.jsonl")):
             _bulk_insert(Record, record_fields, [
                 (dataset.pk, r["row_index"], r["text"], r["metadata"], r["label"], r["split"], _when(r["labeled_at"]),
-                 r["excluded"]) for r in batch])
+                 r["excluded"], r.get("in_conflict", False)) for r in batch])
             counts["records"] += len(batch)
             bar.update(len(batch))
         prefix = f"vectors/dataset_{d['id']}/"
@@ -649,6 +651,7 @@ def _import_rows(*, verified: _Verified, name: str, written: list[str], progress
             status=m["status"], labels=m["labels"], label_descriptions=m["label_descriptions"],
             confidence_threshold=m["confidence_threshold"], pinned_version=m["pinned_version"],
             retrain_every=m["retrain_every"], evaluation_share=m["evaluation_share"],
+            overlap_share=m.get("overlap_share", 0.1), overlap_annotators=m.get("overlap_annotators", 2),
             created_by_id=user_id(m["created_by"]))
         ClassificationModel.objects.filter(pk=model.pk).update(created_at=_when(m["created_at"]))
         model_ids[m["id"]] = model.pk
@@ -701,24 +704,26 @@ def _import_rows(*, verified: _Verified, name: str, written: list[str], progress
     bar = progress(desc="annotations", total=verified.manifest.get("counts", {}).get("annotations"), unit="ann")
     counts["annotations"] = 0
     annotation_fields = ["record", "model", "user", "label", "recommended_by_version", "reason", "duration_ms",
-                         "is_current", "created_at"]
+                         "is_current", "adjudicated", "created_at"]
     for batch in _batched(verified.jsonl("annotations.jsonl")):
         records = _records_for(batch, dataset_ids)
         _bulk_insert(Annotation, annotation_fields, [
             (records[(a["dataset"], a["row_index"])], model_ids.get(a["model"]), user_id(a["user"]), a["label"],
-             a["recommended_by_version"], a["reason"], a["duration_ms"], a["is_current"], _when(a["created_at"]))
+             a["recommended_by_version"], a["reason"], a["duration_ms"], a["is_current"], a.get("adjudicated", False),
+             _when(a["created_at"]))
             for a in batch])
         counts["annotations"] += len(batch)
         bar.update(len(batch))
     bar.close()
 
     counts["recommendations"] = 0
-    recommendation_fields = ["model", "record", "position", "score", "reason", "predicted_label", "confidence", "version"]
+    recommendation_fields = ["model", "record", "position", "score", "reason", "predicted_label", "confidence", "version",
+                             "required_annotations"]
     for batch in _batched(verified.jsonl("recommendations.jsonl")):
         records = _records_for(batch, dataset_ids)
         _bulk_insert(Recommendation, recommendation_fields, [
             (model_ids[r["model"]], records[(r["dataset"], r["row_index"])], r["position"], r["score"], r["reason"],
-             r["predicted_label"], r["confidence"], r["version"]) for r in batch])
+             r["predicted_label"], r["confidence"], r["version"], r.get("required_annotations", 1)) for r in batch])
         counts["recommendations"] += len(batch)
 
     counts["audit_events"] = 0
