@@ -85,10 +85,13 @@ def model_page(*, model: ClassificationModel) -> dict:
     summary = version.summary if version else None
     labels = []
     total = sum(summary["distribution"].values()) if summary else 0
+    # Bars are scaled to the most predicted label: with 77 labels, shares of the total are all slivers.
+    largest = max(summary["distribution"].values(), default=0) if summary else 0
     for label in model.labels:
         count = summary["distribution"].get(label, 0) if summary else None
         labels.append({"name": label, "description": model.label_descriptions.get(label, ""), "predicted": count,
-                       "share": (count / total) if summary and total else 0.0})
+                       "share": (count / total) if summary and total else 0.0,
+                       "bar": (count / largest) if summary and largest else 0.0})
     sample = []
     if summary:
         texts = dict(Record.objects.filter(dataset_id=model.dataset_id, row_index__in=[s["row_index"] for s in summary["sample"]])
