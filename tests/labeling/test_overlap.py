@@ -250,3 +250,15 @@ def test_labeling_an_overlap_record_adds_one_query(model, team, django_assert_nu
     # As the plain path (tests/labeling/test_queue_api.py) plus the UPDATE that releases the waiting row's lease.
     with django_assert_num_queries(fixed + 11):
         label(ann_api, model, target, "billing")
+
+
+def test_the_labeling_page_marks_an_overlap_record(model, team):
+    from django.test import Client
+
+    (ann, _), _, _ = team
+    target = overlap_ids(model)[0]
+    Recommendation.objects.filter(model=model, record_id=target).update(position=0)
+    client = Client()
+    client.force_login(ann)
+    html = client.get(f"/models/{model.id}/label/").content.decode()
+    assert f'data-record-id="{target}"' in html and "overlap · 2 annotators" in html

@@ -172,3 +172,16 @@ def test_training_takes_the_decided_label(model, annotators, lead_api):
     assert train_job_run(job_id=job.id) == "succeeded"
     version = ClassificationModel.objects.get(pk=model.pk).latest_version
     assert version.training_examples == 1 and version.details["training"]["per_class"][model.labels[2]] == 1
+
+
+@pytest.mark.django_db
+def test_the_review_list_query_count_is_pinned(model, annotators, lead_api, django_assert_num_queries):
+    from tests.labeling.test_queue_api import middleware_queries
+
+    make_conflicts(model, annotators, 6)
+    fixed = middleware_queries(lead_api)
+    # model; count; the page of records; their current labels with users and keys (one query, any page size)
+    with django_assert_num_queries(fixed + 4):
+        assert len(lead_api.get(f"/v2/models/{model.id}/review", {"limit": 2}).json()["data"]) == 2
+    with django_assert_num_queries(fixed + 4):
+        assert len(lead_api.get(f"/v2/models/{model.id}/review", {"limit": 6}).json()["data"]) == 6
