@@ -128,8 +128,10 @@ def agreement_report(*, model, window: Window) -> dict:
         durations.append(duration_ms)
 
     units = {unit: values for unit, values in agreement.units_of(ratings).items() if len(values) >= 2}
-    final = dict(Annotation.objects.filter(record_id__in=list(units), adjudicated=True).order_by("created_at", "id")
-                 .values_list("record_id", "label"))
+    # Decisions are few (one per conflict): all of the dataset's, rather than an IN list as long as the units.
+    final = {record_id: label for record_id, label in
+             Annotation.objects.filter(record__dataset_id=model.dataset_id, adjudicated=True).order_by("created_at", "id")
+             .values_list("record_id", "label") if record_id in units}
     names = _names(list(ratings))
     consensus = {score.annotator: score for score in agreement.agreement_with_consensus(ratings, final)}
     annotators = []
