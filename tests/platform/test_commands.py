@@ -40,3 +40,27 @@ def test_seed_demo_is_idempotent(tmp_path, settings):
     from labeling.models import Dataset
 
     assert Dataset.objects.filter(workspace=workspace).count() == 1
+    # Imported in-process on the first run: ready at once. A dataset of unknown content gets no demo model.
+    assert Dataset.objects.get(workspace=workspace).status == "ready"
+    assert "Demo model: none" in first
+
+
+def test_seed_demo_makes_a_describe_and_classify_model_for_the_shipped_demo_data(settings):
+    from labelf_studio.workspaces.management.commands.seed_demo import demo_dataset_path
+    from models_app.models import ClassificationModel
+
+    shipped = settings.BASE_DIR / "labeling" / "demo_data" / "customer_messages.csv"
+    out = io.StringIO()
+    call_command("seed_demo", "--dataset-file", str(shipped), stdout=out)
+    model = ClassificationModel.objects.get(name="Contact reason (demo)")
+    assert model.type == "describe-and-classify" and model.status == "ready" and len(model.labels) == 8
+    assert f"at /models/{model.id}/" in out.getvalue()
+    # The shipped demo messages are classified sensibly by the descriptions alone.
+    from models_app.inference import classify
+
+    predictions = classify(version=model.latest_version, threshold=0.5,
+                           texts=["I can't log in to the app", "Please cancel my subscription"])
+    assert [p["label"] for p in predictions] == ["login", "cancellation"]
+    call_command("seed_demo", "--dataset-file", str(shipped), stdout=io.StringIO())
+    assert ClassificationModel.objects.filter(name="Contact reason (demo)").count() == 1
+    assert demo_dataset_path().exists()
