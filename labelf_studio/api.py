@@ -223,7 +223,18 @@ class ApiConventionsMiddleware:
         request.api_key = self._authenticate(request)
         request.workspace = request.api_key.workspace
         self._rate_limit(request)
+        try:
+            return self._route(request)
+        finally:
+            # Every admitted request counts; inference counts its request in the same statement as
+            # its texts (`usage_recorded`), so it costs no second write.
+            if not getattr(request, "usage_recorded", False):
+                from labelf_studio.workspaces.services import usage_record_request
 
+                usage_record_request(api_key=request.api_key)
+
+    def _route(self, request):
+        path = request.path
         try:
             match = resolve(request.path_info)
         except Resolver404:
@@ -303,6 +314,3 @@ class ApiConventionsMiddleware:
                 f"Rate limit of {decision.limit} requests per minute exceeded; retry after {decision.retry_after} s",
                 headers={"Retry-After": str(decision.retry_after)},
             )
-        from labelf_studio.workspaces.services import usage_record_request
-
-        usage_record_request(api_key=request.api_key)

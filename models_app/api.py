@@ -188,6 +188,7 @@ def models_inference(request: HttpRequest, model_id: int):
     if not usage_reserve_texts(api_key=request.api_key, count=len(texts)):
         raise ApiError(403, "QUOTA_EXCEEDED", f"Quota exceeded: the workspace's monthly quota of "
                                               f"{request.workspace.monthly_quota} texts is used up")
+    request.usage_recorded = True  # the reservation counted this request too
     version = model.served_version
     predictions = inference.classify(version=version, texts=texts, threshold=model.confidence_threshold)
     return {"model_id": model.id, "version": version.number, "predictions": predictions}
