@@ -214,6 +214,35 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(norms, 1e-12)
 
 
+# What one more onnxruntime run costs, in padded tokens: a run costs a fixed overhead (about 1.4 ms of CPU
+# on the int8 model, its ~150 operators) plus about 0.1 ms per token it computes (rows x longest row).
+RUN_OVERHEAD_TOKENS = 14
+
+
+def padding_runs(sorted_lengths: Sequence[int]) -> list[tuple[int, int]]:
+    """Splits rows sorted by token count into consecutive runs [first, last) that minimise the compute:
+    RUN_OVERHEAD_TOKENS per run plus each run's padded tokens.
+
+    A request's few texts often differ a lot in length: in one run every text is padded to the longest,
+    which on Banking77 doubles the tokens computed for 8 texts (209 padded, 121 real); split where it
+    pays (dynamic programming over the split points, at most 64 rows)."""
+    count = len(sorted_lengths)
+    best = [0.0] + [float("inf")] * count  # best[j]: cheapest cost of the first j rows
+    start_of_last = [0] * (count + 1)
+    for last in range(1, count + 1):
+        longest = sorted_lengths[last - 1]
+        for first in range(last):
+            cost = best[first] + RUN_OVERHEAD_TOKENS + (last - first) * longest
+            if cost < best[last]:
+                best[last], start_of_last[last] = cost, first
+    runs = []
+    last = count
+    while last > 0:
+        runs.append((start_of_last[last], last))
+        last = start_of_last[last]
+    return runs[::-1]
+
+
 class Embedder:
     """all-MiniLM-L6-v2 on onnxruntime. Thread-safe; the session is built lazily in the process that uses it."""
 
@@ -273,8 +302,11 @@ class Embedder:
         lengths = np.fromiter((len(ids) for ids in token_ids), dtype=np.int64, count=len(token_ids))
         # Batching texts of similar length wastes little compute on padding.
         order = np.argsort(lengths, kind="stable")
+        runs = []
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
+            runs.extend(rows[first:last] for first, last in padding_runs(lengths[rows].tolist()))
+        for rows in runs:
             width = int(lengths[rows].max())
             input_ids = np.zeros((len(rows), width), dtype=np.int64)
             attention_mask = np.zeros((len(rows), width), dtype=np.int64)
