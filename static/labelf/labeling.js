@@ -246,6 +246,11 @@
       event.preventDefault();
       if (filter.value.trim() === "") { accept(); return; }
       var matches = visibleLabels();
+      // A label that is part of longer ones ("refund" beside "refund_request") is chosen by typing
+      // its whole name; otherwise it could never be the single match.
+      var typed = filter.value.trim().toLowerCase();
+      var exact = matches.filter(function (b) { return b.getAttribute("data-label").toLowerCase() === typed; });
+      if (exact.length === 1) { matches = exact; }
       if (matches.length === 1) { label(matches[0].getAttribute("data-label")); }
       else { status(matches.length ? "Several labels match: type more." : "No label matches.", true); }
     } else if (event.key === "Escape") {

@@ -121,3 +121,21 @@ def test_a_lead_pressing_retrain_with_no_labels_reads_why_nothing_happens(login,
     expect(page.get_by_text("There are no labels to train on yet")).to_be_visible()
     assert page.url.endswith(f"/models/{model.id}/label/")  # swapped in place, no page load
     assert model.versions.count() == 1
+
+
+def test_a_label_contained_in_longer_labels_is_chosen_by_typing_its_whole_name(login, live_server, workspace,
+                                                                               annotator_user):
+    # "intent_3" is part of "intent_30".."intent_39": typing it whole must still label with it.
+    labels = tuple(f"intent_{i}" for i in range(40))
+    model, _ = random_setup(workspace, n=200, labels=labels)
+    queue_recompute(model=model)
+    page = login(annotator_user.username)
+    page.goto(f"{live_server.url}/models/{model.id}/label/")
+    expect(page.locator("#labeling")).to_have_attribute("data-ready", "1")
+    first = shown_record(page)
+    page.keyboard.type("INTENT_3")
+    expect(page.locator("#label-buttons button:visible")).to_have_count(11)
+    page.keyboard.press("Enter")
+    wait_for_new_record(page, first)
+    eventually(lambda: Record.objects.get(pk=first).label is not None)
+    assert Record.objects.get(pk=first).label == "intent_3"
