@@ -49,11 +49,12 @@ def _dataset_or_404(request, dataset_id: int):
     return dataset
 
 
-def _list_page(request, form, status=200):
+def _list_page(request, form, status=200, columns_open=False):
     datasets = list(selectors.dataset_list(workspace=request.current_workspace))
     return render(request, "labeling/dataset_list.html", {
         "datasets": [(d, selectors.dataset_progress(d)) for d in datasets], "form": form,
         "max_upload_mb": settings.LABELF["MAX_UPLOAD_BYTES"] // (1024 * 1024),
+        "columns_open": columns_open or bool(form.is_bound and (form.data.get("text_column") or form.data.get("label_column"))),
     }, status=status)
 
 
@@ -77,7 +78,8 @@ def dataset_upload(request):
         return _list_page(request, form, status=413)
     except ImportFileError as exc:
         form.add_error("file", str(exc))
-        return _list_page(request, form, status=400)
+        # A header that lacks the expected columns is answered by the column fields: show them.
+        return _list_page(request, form, status=400, columns_open="column" in str(exc))
     messages.success(request, f"Importing {dataset.name}: the records appear here as soon as the import finishes.")
     return redirect("dataset_detail", dataset_id=dataset.id)
 

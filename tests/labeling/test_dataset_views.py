@@ -77,6 +77,17 @@ def test_browser_upload_with_a_missing_named_column_shows_the_error(lead):
     assert not Dataset.objects.exists()
 
 
+def test_a_file_without_a_text_column_opens_the_column_fields(lead):
+    # The error names the columns found; the fields that fix it must be in view, not folded away.
+    response = lead.post("/datasets/upload/", {"name": "Tickets", "file": named_file(b"message,category\nhi,a\n", "t.csv")})
+    page = response.content.decode()
+    assert response.status_code == 400 and "found columns: message, category" in page
+    assert '<details open id="column-mapping">' in page
+    assert "Columns named differently?" in page and "choose the file again" in page
+    page = lead.get("/datasets/").content.decode()
+    assert '<details id="column-mapping">' in page  # folded away on a plain visit
+
+
 def test_browser_upload_with_a_bad_file_shows_the_error(lead):
     response = lead.post("/datasets/upload/", {"name": "bad", "file": named_file(b"message\nhello\n", "bad.csv")})
     assert response.status_code == 400
