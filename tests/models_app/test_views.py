@@ -62,6 +62,8 @@ def test_list_and_detail_pages(annotator_user, model, other_workspace):
     for label in LABELS:
         assert label["description"].encode() in detail.content
     assert b"v1" in detail.content and b'id="deploy-form"' not in detail.content  # annotators do not deploy
+    # The dataset is named (not shown as its bare id) and linked.
+    assert f'href="{reverse("dataset_detail", args=[model.dataset_id])}">{model.dataset.name}</a>'.encode() in detail.content
 
     from tests.factories import make_user
     outsider = make_user(other_workspace, "admin")
