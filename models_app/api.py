@@ -5,8 +5,10 @@ exact error codes; writes go through `services`, reads through `selectors`.
 """
 from __future__ import annotations
 
+import json
+
 from django.conf import settings
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from ninja import Router
 
 from labelf_studio.api import ApiError, ErrorOut, invalid_field, json_body, not_found, paginate, require_role
@@ -191,4 +193,7 @@ def models_inference(request: HttpRequest, model_id: int):
     request.usage_recorded = True  # the reservation counted this request too
     version = model.served_version
     predictions = inference.classify(version=version, texts=texts, threshold=model.confidence_threshold)
-    return {"model_id": model.id, "version": version.number, "predictions": predictions}
+    # Plain str/float/bool values throughout: serialised directly rather than through ninja's response
+    # validation, which cost ~0.6 ms of CPU per request on 8 texts x 77 labels (measured).
+    body = {"model_id": model.id, "version": version.number, "predictions": predictions}
+    return HttpResponse(json.dumps(body, separators=(",", ":")), content_type="application/json; charset=utf-8")
