@@ -74,12 +74,14 @@ def _next_item(model: ClassificationModel, user, exclude: set[int]):
 @require_GET
 def label_page(request: HttpRequest, model_id: int):
     model = _model_or_404(request, model_id)
-    labels = [{"name": name, "key": LABEL_KEYS[i] if i < len(LABEL_KEYS) else "",
+    filter_mode = len(model.labels) > len(LABEL_KEYS)
+    # With more labels than keys every key types into the filter box: no label shows a key it does not answer.
+    labels = [{"name": name, "key": "" if filter_mode else LABEL_KEYS[i],
                "description": model.label_descriptions.get(name, "")} for i, name in enumerate(model.labels)]
     archived = model.status == ModelStatus.ARCHIVED
     item = None if archived else _next_item(model, request.user, set())
     return render(request, "labeling/label_page.html", {
-        **_record_context(model, item), "labels": labels, "filter_mode": len(model.labels) > len(LABEL_KEYS),
+        **_record_context(model, item), "labels": labels, "filter_mode": filter_mode,
         "stats": _stats(model), "archived": archived, "is_lead": role_at_least(request.membership.role, "lead"),
     })
 
