@@ -218,8 +218,10 @@ def labels_submit(*, model, labels, user=None, api_key=None) -> LabelsResult:
     in_label_set = set(model.labels)
     with transaction.atomic():
         # Locked in id order, so two calls labeling overlapping records queue up instead of deadlocking,
-        # and an idempotent repeat sees the first call's annotation.
-        records = {r.id: r for r in Record.objects.select_for_update().filter(id__in=list(parsed), dataset_id=model.dataset_id)
+        # and an idempotent repeat sees the first call's annotation. NO KEY UPDATE (only non-key columns
+        # change): a plain FOR UPDATE also blocks other transactions' foreign-key checks on these records
+        # (FOR KEY SHARE, run at their COMMIT), which deadlocked with a recompute writing queue rows.
+        records = {r.id: r for r in Record.objects.select_for_update(no_key=True).filter(id__in=list(parsed), dataset_id=model.dataset_id)
                    .only("id", "dataset_id", "label", "split", "labeled_at", "in_conflict").order_by("id")}
         missing = [record_id for record_id in parsed if record_id not in records]
         if missing:
