@@ -46,3 +46,30 @@ def test_slider_moves_numbers_save_stores_threshold_and_cell_opens_records(login
     cell.click()
     expect(page.locator("#cell-records #cell-records-table tbody tr")).to_have_count(count)
     expect(page.locator("#cell-records h3")).to_contain_text("predicted")
+
+
+def test_a_confusion_matrix_of_many_long_labels_keeps_one_line_per_row(login, live_server, workspace, lead_user):
+    # 60 long snake_case labels: the names used to wrap a letter or two per line, rows grew hundreds of pixels tall.
+    from tests.training.helpers import random_setup
+
+    labels = tuple(f"intent_{i:02d}_reported_through_the_mobile_application_channel" for i in range(60))
+    model, _ = random_setup(workspace, n=120, labels=labels)
+    version = model.latest_version
+    matrix = [[2 if gold == predicted else (1 if predicted == (gold + 1) % 60 else 0) for predicted in range(60)]
+              for gold in range(60)]
+    version.metrics = {
+        "accuracy": 2 / 3, "macro_f1": 2 / 3, "evaluation": "holdout", "evaluated_on": 180,
+        "per_class": {label: {"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "support": 3} for label in labels},
+        "confusion_matrix": {"labels": list(labels), "matrix": matrix}}
+    version.save(update_fields=["metrics"])
+    page = login(lead_user.username)
+    page.goto(f"{live_server.url}/models/{model.id}/evaluation/?version={version.number}")
+    table = page.locator("table.heatmap")
+    expect(table).to_be_visible()
+    first_row = table.locator("tbody tr").first
+    assert first_row.bounding_box()["height"] < 60
+    assert table.bounding_box()["height"] < 60 * 40 + 400
+    gold = first_row.locator("th.gold")
+    assert gold.get_attribute("title") == labels[0]  # the full name when the cell cuts it
+    header = table.locator("thead th.predicted").first
+    assert header.get_attribute("title") == labels[0] and header.bounding_box()["width"] < 60
