@@ -135,6 +135,17 @@ def test_training_panel_shows_the_curve_and_only_a_lead_can_train(model, annotat
     assert Job.objects.filter(kind="train").count() == 1
 
 
+def test_training_panel_says_imported_labels_wait_for_retrain_now(model, annotator_user, lead_user):
+    # Labels that came with the file start no training; the panel must not say "after 20 labels" beside 40 of them.
+    records = list(Record.objects.filter(dataset=model.dataset).order_by("row_index")[:40])
+    Record.objects.filter(pk__in=[r.pk for r in records]).update(label=model.labels[0])
+    html = browser(lead_user).get(f"/models/{model.id}/training/", HTTP_HX_REQUEST="true").content.decode()
+    assert "40 records are labeled" in html and "press <strong>Retrain now</strong>" in html
+    assert "the first one is trained after" not in html
+    html = browser(annotator_user).get(f"/models/{model.id}/training/", HTTP_HX_REQUEST="true").content.decode()
+    assert "a lead can train on them now" in html
+
+
 def test_a_large_label_set_gets_a_filter_box_instead_of_keys(workspace, annotator_user):
     labels = tuple(f"intent_{i:02d}" for i in range(40))
     model, _ = random_setup(workspace, n=80, labels=labels)
