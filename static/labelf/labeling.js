@@ -268,6 +268,9 @@
     if (target && target.id === "label-filter") { onFilterKey(event); return; }
     if (target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA" || target.tagName === "SELECT")) { return; }
     var key = event.key;
+    // Enter on a link or button reached with Tab is that element's own action (skip, a label, a page link),
+    // not "accept the prediction" for the record on screen.
+    if (key === "Enter" && target && target.closest && target.closest("a, button, summary")) { return; }
     if (key === "?") { event.preventDefault(); toggleHelp(); return; }
     if (key === "Enter") { event.preventDefault(); accept(); return; }
     if (key === "s") { event.preventDefault(); skip(); return; }

@@ -139,3 +139,19 @@ def test_a_label_contained_in_longer_labels_is_chosen_by_typing_its_whole_name(l
     wait_for_new_record(page, first)
     eventually(lambda: Record.objects.get(pk=first).label is not None)
     assert Record.objects.get(pk=first).label == "intent_3"
+
+
+def test_enter_on_a_button_reached_with_tab_presses_that_button_not_accept(login, live_server, workspace,
+                                                                           annotator_user):
+    model, _ = random_setup(workspace, n=100)
+    queue_recompute(model=model)
+    page = login(annotator_user.username)
+    page.goto(f"{live_server.url}/models/{model.id}/label/")
+    expect(page.locator("#labeling")).to_have_attribute("data-ready", "1")
+    first = shown_record(page)
+    page.locator("button[data-action=skip]").focus()
+    page.keyboard.press("Enter")  # the Skip button, as a keyboard user reaches it
+    wait_for_new_record(page, first)
+    eventually(lambda: Recommendation.objects.get(model=model, record_id=first).leased_to_id is None)
+    assert Record.objects.get(pk=first).label is None  # skipped, not labeled with the prediction
+    assert not Annotation.objects.filter(record_id=first).exists()
