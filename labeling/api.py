@@ -165,7 +165,8 @@ def datasets_get(request: HttpRequest, dataset_id: int):
 def datasets_delete(request: HttpRequest, dataset_id: int):
     """Removes the dataset with its records, labels, models, vectors and files."""
     require_role(request, "admin")
-    services.dataset_delete(dataset=_dataset_or_404(request, dataset_id))
+    services.dataset_delete(dataset=_dataset_or_404(request, dataset_id), actor=request.api_key.user,
+                            actor_key=request.api_key)
     return Status(204, None)
 
 

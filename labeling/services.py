@@ -115,6 +115,8 @@ def _queue_import(job: Job) -> None:
 
 def _dataset_start_import(*, workspace, name: str, storage_name: str, fmt: str, user=None,
                           queue_import: bool = True, columns: dict[str, str] | None = None) -> Dataset:
+    from labelf_studio.workspaces.services import audit_record
+
     with transaction.atomic():
         dataset = Dataset.objects.create(
             workspace=workspace, name=name, status=DatasetStatus.PROCESSING, phase="queued",
@@ -126,6 +128,8 @@ def _dataset_start_import(*, workspace, name: str, storage_name: str, fmt: str, 
         )
         if queue_import:
             transaction.on_commit(lambda: _queue_import(job))
+        audit_record(workspace=workspace, action="dataset.create", target=f"dataset {dataset.id} ({dataset.name})",
+                     actor=user, details={"format": fmt})
     return dataset
 
 
@@ -441,14 +445,21 @@ def _embed_chunk_done(*, job_id: int, chunk_index: int) -> bool:
 
 # --- deleting ------------------------------------------------------------------------------------
 
-def dataset_delete(*, dataset: Dataset) -> None:
+def dataset_delete(*, dataset: Dataset, actor=None, actor_key=None) -> None:
     """Deletes the dataset, its records (and everything hanging off them), its vectors and files."""
+    from labelf_studio.workspaces.services import audit_record
+
     from .embeddings import vectors_cache_clear, vectors_delete
 
     dataset_id = dataset.id
     files = set(Job.objects.filter(dataset_id=dataset_id, kind=JobKind.IMPORT).values_list("params__path", flat=True))
     files.add(dataset.source_file)
     with transaction.atomic():
+        # The models built on the dataset go with it: the audit log names them.
+        models = list(dataset.models.values_list("id", "name"))
+        audit_record(workspace=dataset.workspace, action="dataset.delete", target=f"dataset {dataset_id} ({dataset.name})",
+                     actor=actor, actor_key=actor_key,
+                     details={"records": dataset.record_count, "models": [f"model {i} ({n})" for i, n in models]})
         _delete_records(dataset_id=dataset_id)
         dataset.delete()
 

@@ -164,6 +164,6 @@ def dataset_export(request, dataset_id: int):
 def dataset_delete(request, dataset_id: int):
     dataset = _dataset_or_404(request, dataset_id)
     name = dataset.name
-    services.dataset_delete(dataset=dataset)
+    services.dataset_delete(dataset=dataset, actor=request.user)
     messages.success(request, f"Deleted {name} with its records, vectors and files.")
     return redirect("dataset_list")

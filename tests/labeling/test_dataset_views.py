@@ -171,13 +171,23 @@ def test_export_download(lead, annotator, ready_dataset):
     assert annotator.get(f"/datasets/{ready_dataset.id}/export/").status_code == 403
 
 
-def test_delete_needs_admin(lead, admin, ready_dataset, django_capture_on_commit_callbacks):
+def test_delete_needs_admin(lead, admin, admin_user, ready_dataset, django_capture_on_commit_callbacks):
     assert lead.post(f"/datasets/{ready_dataset.id}/delete/").status_code == 403
     page = admin.get(f"/datasets/{ready_dataset.id}/").content.decode()
     assert "data-confirm=" in page
     with django_capture_on_commit_callbacks(execute=True):
         response = admin.post(f"/datasets/{ready_dataset.id}/delete/")
     assert response.status_code == 302 and not Dataset.objects.exists() and not Record.objects.exists()
+
+    # Who deleted what stays in the audit log (with the upload that created it).
+    from labelf_studio.workspaces.models import AuditEvent
+
+    deleted = AuditEvent.objects.get(action="dataset.delete")
+    assert deleted.actor == admin_user
+    assert deleted.target == f"dataset {ready_dataset.id} ({ready_dataset.name})"
+    assert deleted.details["records"] == ready_dataset.record_count
+    assert AuditEvent.objects.filter(action="dataset.create", target=deleted.target).exists()
+    assert "dataset.delete" in admin.get("/workspace/audit/").content.decode()
 
 
 def test_another_workspace_dataset_is_404(ready_dataset):

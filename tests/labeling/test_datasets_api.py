@@ -161,6 +161,10 @@ def test_delete_removes_records_vectors_and_files(admin_api, ready_dataset, djan
     assert not default_storage.exists(source)
     assert not vectors_chunk_exists(dataset_id=ready_dataset.id, chunk_index=0)
     assert_error(admin_api.get(f"/v2/datasets/{ready_dataset.id}"), 404, "NOT_FOUND")
+    from labelf_studio.workspaces.models import AuditEvent
+
+    event = AuditEvent.objects.get(action="dataset.delete")
+    assert event.actor_key is not None and event.actor_key.role == "admin"
 
 
 # --- export ---------------------------------------------------------------------------------------
