@@ -4,8 +4,10 @@ static/labelf/label_issues.js moves the keyboard focus to the next one)."""
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_POST
 
 from labelf_studio.api import ApiError
@@ -85,6 +87,13 @@ def label_issue_resolve(request: HttpRequest, model_id: int, issue_id: int):
     model = _model_or_404(request, model_id)
     issue = issues.label_issue_get(model=model, issue_id=issue_id)
     if issue is None:
+        if request.htmx:
+            # A newer scan replaced the open issues while this page was open: a 404 would leave the
+            # card's buttons doing nothing (htmx swaps only 2xx answers), so the card says so.
+            return HttpResponse(format_html(
+                '<article class="card label-issue resolved" id="issue-{}" data-error="1"><p class="error-text" role="alert">'
+                'This issue is no longer open: a newer scan replaced the open issues. '
+                '<a href="{}">Reload the list</a>.</p></article>', issue_id, reverse("label_issues_page", args=[model.id])))
         raise Http404("Label issue not found")
     action = request.POST.get("action")
     label = (request.POST.get("label") or None) if action == "accept" else None

@@ -189,6 +189,17 @@ def test_the_review_page_lists_issues_and_htmx_accept_swaps_the_card(model, scan
     assert b"Possible label errors" not in browser(annotator_user).get(reverse("model_detail", args=[model.id])).content
 
 
+def test_a_card_replaced_by_a_newer_scan_says_so_instead_of_doing_nothing(model, scanned, lead_user):
+    # A rescan deletes the open issues; the card still on screen posts an id that no longer exists.
+    client = browser(lead_user)
+    stale = LabelIssue.objects.filter(model=model, status="open").order_by("rank").first()
+    LabelIssue.objects.filter(pk=stale.pk).delete()
+    card = client.post(reverse("label_issue_resolve", args=[model.id, stale.id]), {"action": "accept"}, **HTMX)
+    assert card.status_code == 200  # htmx swaps it
+    assert f'id="issue-{stale.id}"'.encode() in card.content and b"no longer open" in card.content
+    assert client.post(reverse("label_issue_resolve", args=[model.id, stale.id]), {"action": "accept"}).status_code == 404
+
+
 def test_the_scan_button_queues_a_scan_and_the_panel_polls_until_it_ends(model, labeled, lead_user):
     client = browser(lead_user)
     response = client.post(reverse("label_issues_scan", args=[model.id]))  # on_commit not run: the scan stays queued
