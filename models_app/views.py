@@ -10,6 +10,7 @@ from django.views.decorators.http import require_POST
 from labelf_studio.api import ApiError
 from labelf_studio.workspaces.permissions import workspace_role_required
 from labeling.models import Dataset, DatasetStatus
+from labeling.selectors import label_distribution
 
 from . import inference, selectors, services
 from .models import ModelStatus
@@ -65,6 +66,17 @@ def model_create(request):
         return render(request, "models_app/model_create.html", context, status=400)
     elif request.method != "GET":
         return HttpResponseNotAllowed(["GET", "POST"])
+    # "Describe a model" from a dataset page: that dataset is chosen and the labels it was imported
+    # with become the rows (most frequent first, so they get the first keys), to describe or trim.
+    raw_dataset = request.GET.get("dataset", "")
+    chosen = (datasets.filter(pk=int(raw_dataset)).first()
+              if raw_dataset.isdigit() and int(raw_dataset) <= services.MAX_ID else None)
+    if chosen is not None:
+        context["values"] = {"dataset": str(chosen.id)}
+        names = [row["label"] for row in label_distribution(dataset=chosen)["labels"]]
+        if names:
+            context.update(rows=[{"name": name, "description": ""} for name in names], labels_from=chosen)
+    context["processing"] = Dataset.objects.filter(workspace=request.current_workspace, status=DatasetStatus.PROCESSING)
     return render(request, "models_app/model_create.html", context)
 
 

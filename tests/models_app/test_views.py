@@ -47,6 +47,37 @@ def test_create_page_shows_errors_and_writes_nothing(lead_user, ready_dataset):
     assert not ClassificationModel.objects.exists()
 
 
+def test_describe_a_model_from_a_dataset_page_starts_with_its_imported_labels(lead_user, ready_dataset):
+    from django.db.models import Count
+
+    from labeling.models import Record
+
+    client = browser(lead_user)
+    records = list(Record.objects.filter(dataset=ready_dataset).order_by("row_index")[:6])
+    for record, label in zip(records, ["refund", "card_arrival", "refund", "card_arrival", "refund", "exchange_rate"]):
+        Record.objects.filter(pk=record.pk).update(label=label)
+    counts = dict(Record.objects.filter(dataset=ready_dataset, label__isnull=False).values_list("label")
+                  .annotate(n=Count("id")).values_list("label", "n"))
+    assert len(counts) > 1
+    dataset_page = client.get(reverse("dataset_detail", args=[ready_dataset.id])).content.decode()
+    link = f'{reverse("model_create")}?dataset={ready_dataset.id}'
+    assert link in dataset_page and f"with its {len(counts)} labels" in dataset_page
+    page = client.get(link).content.decode()
+    assert f'<option value="{ready_dataset.id}" selected>' in page and 'id="labels-from-dataset"' in page
+    shown = [chunk.split('"')[0] for chunk in page.split('name="label_name" placeholder="Label name" aria-label="Label name" maxlength="200" value="')[1:]]
+    assert shown == sorted(counts, key=lambda label: (-counts[label], label))  # most frequent first
+    plain = client.get(reverse("model_create")).content.decode()
+    assert 'id="labels-from-dataset"' not in plain and plain.count('name="label_name"') == 3 + 1  # 3 rows + template
+
+
+def test_the_create_page_names_datasets_still_importing(lead_user, ready_dataset):
+    from labeling.models import Dataset
+
+    Dataset.objects.create(workspace=ready_dataset.workspace, name="Still coming", status="processing")
+    page = browser(lead_user).get(reverse("model_create")).content.decode()
+    assert 'id="datasets-processing"' in page and "Still coming" in page
+
+
 def test_annotator_cannot_open_the_create_page(annotator_user, ready_dataset):
     client = browser(annotator_user)
     assert client.get(reverse("model_create")).status_code == 403
