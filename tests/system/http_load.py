@@ -33,8 +33,11 @@ class AnnotatorRun:
 
 
 def annotate(base_url: str, secret: str, model_id: int, labels: list[str], stop_at: float, *, limit: int = 1,
-             seed: int = 0, timeout: float = 30) -> AnnotatorRun:
+             seed: int = 0, timeout: float = 30, pause: float = 0.0, label_of=None) -> AnnotatorRun:
     """One annotator until `stop_at` (time.time()): draw the next record(s), label them, again.
+
+    `pause`: seconds between a label and the next draw (a person reading); `label_of(record)` picks the
+    label (default: a random one of `labels`).
 
     Never stops on an error answer or a dropped connection: it is recorded (with its body) and the
     loop goes on after a short pause, as a person clicking again would.
@@ -75,8 +78,8 @@ def annotate(base_url: str, secret: str, model_id: int, labels: list[str], stop_
         batch = []
         for item in page["data"]:
             run.handed.append((now, item["record"]["id"]))
-            batch.append({"record_id": item["record"]["id"], "label": rng.choice(labels),
-                          "duration_ms": rng.randint(500, 5000)})
+            label = label_of(item["record"]) if label_of else rng.choice(labels)
+            batch.append({"record_id": item["record"]["id"], "label": label, "duration_ms": rng.randint(500, 5000)})
         answer = call("POST", "labels", f"/v2/models/{model_id}/labels", json={"labels": batch})
         if answer is None:
             time.sleep(0.2)
@@ -84,4 +87,6 @@ def annotate(base_url: str, secret: str, model_id: int, labels: list[str], stop_
         assert answer["accepted"] == len(batch), answer
         acked_at = time.time()
         run.acknowledged.extend((acked_at, item["record_id"], item["label"]) for item in batch)
+        if pause:
+            time.sleep(pause)
     return run
