@@ -109,8 +109,8 @@ class _Heartbeat:
             while not self.stopped.wait(heartbeat_interval()):
                 try:
                     self.beat()
-                except Exception:  # a database blip: the next beat reconnects; the job itself decides its fate
-                    logger.warning("heartbeat of job %s failed", self.job_id, exc_info=True)
+                except Exception as exc:  # a database blip (or SQLite's write lock held by the job): beat again later
+                    logger.warning("heartbeat of job %s failed: %s", self.job_id, exc)
                     connection.close()
         finally:
             connection.close()  # this thread's own connection
