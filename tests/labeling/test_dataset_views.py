@@ -77,6 +77,18 @@ def test_browser_upload_with_a_missing_named_column_shows_the_error(lead):
     assert not Dataset.objects.exists()
 
 
+def test_label_bars_keep_long_names_on_one_line_and_link_to_their_records(lead, ready_dataset):
+    # Long snake_case names spilled out of the bar's grid cell over the bar and the count.
+    long_name = "balance_not_updated_after_cheque_or_cash_deposit_reported_through_mobile_application_channel"
+    record = Record.objects.filter(dataset=ready_dataset).order_by("row_index").first()
+    Record.objects.filter(pk=record.pk).update(label=long_name)
+    page = lead.get(f"/datasets/{ready_dataset.id}/").content.decode()
+    assert (f'<a class="bar-label" title="{long_name}: show its records" '
+            f'href="/datasets/{ready_dataset.id}/?label={long_name}">{long_name}</a>') in page
+    filtered = lead.get(f"/datasets/{ready_dataset.id}/", {"label": long_name}).content.decode()
+    assert 'Records <span class="muted">(1)</span>' in filtered
+
+
 def test_a_file_without_a_text_column_opens_the_column_fields(lead):
     # The error names the columns found; the fields that fix it must be in view, not folded away.
     response = lead.post("/datasets/upload/", {"name": "Tickets", "file": named_file(b"message,category\nhi,a\n", "t.csv")})
