@@ -1,10 +1,13 @@
 """Browser pages for models: registry, describe-and-classify form, model page with try-it box, deploy/archive."""
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from labelf_studio.api import ApiError
@@ -80,9 +83,17 @@ def model_create(request):
     return render(request, "models_app/model_create.html", context)
 
 
+# The predictions summary takes seconds to minutes; a version still without one after this long lost its
+# task (a failed or dropped job), and the page stops polling for it instead of asking every 2 s forever.
+SUMMARY_OVERDUE = timedelta(minutes=30)
+
+
 def _detail_context(request, model) -> dict:
     context = selectors.model_page(model=model)
     context["can_try"] = model.status != ModelStatus.ARCHIVED and context["version"] is not None
+    version = context["version"]
+    context["summary_overdue"] = bool(version is not None and not context.get("summary")
+                                      and version.created_at < timezone.now() - SUMMARY_OVERDUE)
     return context
 
 

@@ -168,6 +168,22 @@ def test_predictions_partial_polls_until_the_summary_exists(annotator_user, mode
     assert ready.count("<tr><td class=\"record-text\">") == 20
 
 
+def test_predictions_stop_polling_when_the_summary_never_came(annotator_user, model):
+    # A lost summary task must not leave the page polling every 2 s forever.
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from models_app.models import ModelVersion
+
+    ModelVersion.objects.filter(pk=model.latest_version_id).update(created_at=timezone.now() - timedelta(hours=2))
+    client = browser(annotator_user)
+    partial = client.get(reverse("model_predictions", args=[model.id]), HTTP_HX_REQUEST="true").content.decode()
+    assert "every 2s" not in partial and "did not finish" in partial
+    page = client.get(reverse("model_detail", args=[model.id])).content.decode()
+    assert "every 2s" not in page
+
+
 def test_lead_changes_the_threshold(lead_user, model):
     client = browser(lead_user)
     client.post(reverse("model_settings", args=[model.id]), {"name": "Renamed", "confidence_threshold": "0.7"})
