@@ -57,6 +57,8 @@
       badge.hidden = count === 0;
       badge.textContent = count === 1 ? "1 vote" : count + " votes";
       button.classList.toggle("voted", count > 0);
+      // The labels given to this record lead the list: among 100 labels they would be hard to find.
+      button.style.order = count > 0 ? "-1" : "";
       button.disabled = empty;
     });
   }

@@ -111,3 +111,22 @@ def test_team_page_and_an_annotator_shut_out(login, live_server, workspace, lead
     response = other.goto(f"{live_server.url}/models/{model.id}/review/")
     assert response.status == 403
     context.close()
+
+
+def test_the_labels_given_to_a_record_lead_a_long_label_list(login, live_server, workspace, lead_user):
+    labels = tuple(f"reason_{i:03d}_reported_through_the_mobile_application_channel" for i in range(60))
+    model, _ = random_setup(workspace, n=200, labels=labels)
+    queue_recompute(model=model)
+    ann = make_user(workspace, "annotator", username="ann")
+    bob = make_user(workspace, "annotator", username="bob")
+    target = Recommendation.objects.filter(model=model, required_annotations__gt=1).values_list("record_id", flat=True)[0]
+    labels_submit(model=model, labels=[{"record_id": target, "label": labels[57]}], user=ann)
+    labels_submit(model=model, labels=[{"record_id": target, "label": labels[41]}], user=bob)
+    page = login(lead_user.username)
+    page.goto(f"{live_server.url}/models/{model.id}/review/")
+    expect(page.locator("#review")).to_have_attribute("data-ready", "1")
+    buttons = page.locator("#review-buttons button")
+    boxes = {label: buttons.locator(f"xpath=self::*[@data-label='{label}']").bounding_box()
+             for label in (labels[0], labels[41], labels[57])}
+    place = {label: (round(box["y"]), box["x"]) for label, box in boxes.items()}  # reading order: row, then column
+    assert place[labels[41]] < place[labels[0]] and place[labels[57]] < place[labels[0]]
