@@ -41,6 +41,13 @@ def test_list_page_shows_upload_only_to_leads(lead, annotator, ready_dataset):
     assert "Customer messages" in page and "data-dropzone" not in page
 
 
+def test_large_counts_are_grouped_by_thousands(lead, ready_dataset):
+    Dataset.objects.filter(pk=ready_dataset.pk).update(record_count=10003)
+    assert "<td>10,003</td>" in lead.get("/datasets/").content.decode()
+    assert "10,003 records" in lead.get(f"/datasets/{ready_dataset.id}/").content.decode()
+    assert "10,003 records" in lead.get("/").content.decode()
+
+
 def test_annotator_cannot_upload(annotator):
     response = annotator.post("/datasets/upload/", {"name": "x", "file": named_file(CUSTOMER_CSV.encode(), "a.csv")})
     assert response.status_code == 403
