@@ -155,3 +155,18 @@ def test_enter_on_a_button_reached_with_tab_presses_that_button_not_accept(login
     eventually(lambda: Recommendation.objects.get(model=model, record_id=first).leased_to_id is None)
     assert Record.objects.get(pk=first).label is None  # skipped, not labeled with the prediction
     assert not Annotation.objects.filter(record_id=first).exists()
+
+
+def test_a_long_message_scrolls_in_its_box_and_the_labels_stay_on_screen(login, live_server, workspace,
+                                                                         annotator_user):
+    model, _ = random_setup(workspace, n=60)
+    long_text = "\n\n".join("The device stopped working after the update and support never answered. " * 12
+                            for _ in range(9))
+    Record.objects.filter(dataset=model.dataset).update(text=long_text)
+    queue_recompute(model=model)
+    page = login(annotator_user.username)
+    page.set_viewport_size({"width": 1366, "height": 900})
+    page.goto(f"{live_server.url}/models/{model.id}/label/")
+    expect(page.locator("#labeling")).to_have_attribute("data-ready", "1")
+    expect(page.locator("#label-record .label-text")).to_contain_text("support never answered")
+    assert page.locator("#label-buttons").bounding_box()["y"] < 900  # without scrolling the page
