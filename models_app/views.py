@@ -8,6 +8,7 @@ from django.contrib import messages
 from django.http import Http404, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_POST
 
 from labelf_studio.api import ApiError
@@ -29,8 +30,14 @@ def _model_or_404(request, model_id: int):
 @workspace_role_required("annotator")
 def model_list(request):
     models = selectors.models_for_workspace(workspace=request.current_workspace)
-    rows = [{"model": model, "object": selectors.model_to_dict(model)} for model in models]
+    rows = [{"model": model, "object": _with_datetimes(selectors.model_to_dict(model))} for model in models]
     return render(request, "models_app/model_list.html", {"rows": rows})
+
+
+def _with_datetimes(obj: dict) -> dict:
+    """The API object's ISO timestamps as datetimes, so pages format them like every other date."""
+    obj["last_trained_at"] = parse_datetime(obj["last_trained"]) if obj.get("last_trained") else None
+    return obj
 
 
 def _label_rows_from_post(post) -> list[dict]:
@@ -90,6 +97,7 @@ SUMMARY_OVERDUE = timedelta(minutes=30)
 
 def _detail_context(request, model) -> dict:
     context = selectors.model_page(model=model)
+    _with_datetimes(context["object"])
     context["can_try"] = model.status != ModelStatus.ARCHIVED and context["version"] is not None
     version = context["version"]
     context["summary_overdue"] = bool(version is not None and not context.get("summary")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from models_app.models import ClassificationModel, DeploymentEvent, ModelStatus
 from tests.models_app.conftest import LABELS
@@ -100,6 +101,18 @@ def test_list_and_detail_pages(annotator_user, model, other_workspace):
     outsider = make_user(other_workspace, "admin")
     assert browser(outsider).get(reverse("model_detail", args=[model.id])).status_code == 404
     assert client.get(reverse("model_detail", args=[2**70])).status_code == 404
+
+
+def test_last_trained_is_shown_as_a_date_not_an_iso_string(annotator_user, model):
+    from models_app.models import ModelVersion
+
+    version = model.latest_version
+    ModelVersion.objects.filter(pk=version.pk).update(type="active-learning")
+    stamp = timezone.localtime(version.created_at).strftime("%Y-%m-%d %H:%M")
+    client = browser(annotator_user)
+    for url in (reverse("model_list"), reverse("model_detail", args=[model.id])):
+        html = client.get(url).content.decode()
+        assert stamp in html and version.created_at.strftime("T%H:%M") not in html
 
 
 def test_try_it_answers_the_htmx_partial_and_a_full_page_without_htmx(lead_user, model):
