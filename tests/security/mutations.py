@@ -103,6 +103,8 @@ def _test_env(var_dir: Path, *, system: bool) -> dict:
         env["DATABASE_URL"] = env["DATABASE_URL"].split("?")[0] + "_mutant"
     # The embedder's ONNX export is reused from the real var folder instead of being built again.
     model_cache = os.environ.get("LABELF_MODEL_CACHE") or str(Path(os.environ.get("LABELF_VAR_DIR", ROOT / "var")) / "models")
+    # Shared data sits beside the real checkout, not beside the copy.
+    env.setdefault("BANKING77_DIR", str(ROOT.parent / "shared" / "data" / "banking77"))
     env.update({"LABELF_VAR_DIR": str(var_dir), "LABELF_MODEL_CACHE": model_cache, "HF_HUB_OFFLINE": "1",
                 "TRANSFORMERS_OFFLINE": "1", "DJANGO_ALLOW_ASYNC_UNSAFE": "true", "PYTHONDONTWRITEBYTECODE": "1"})
     return env
