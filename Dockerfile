@@ -15,4 +15,5 @@ COPY . .
 # Export and quantise the packaged embedding model at build time, from the installed weights.
 RUN SECRET_KEY=build python manage.py prepare_embedder && SECRET_KEY=build python manage.py collectstatic --noinput
 EXPOSE 8000
-CMD ["gunicorn", "labelf_studio.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "2"]
+# Workers, threads, keep-alive, preloading and the embedder warm-up: labelf_studio/gunicorn.conf.py.
+CMD ["gunicorn", "-c", "labelf_studio/gunicorn.conf.py", "labelf_studio.wsgi:application"]

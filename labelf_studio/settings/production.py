@@ -2,7 +2,7 @@
 import os
 
 from .base import *  # noqa: F401,F403
-from .base import env_bool, env_int
+from .base import DATABASES, env_bool, env_int
 
 DEBUG = False
 if not os.environ.get("SECRET_KEY"):
@@ -14,3 +14,7 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = True
 SECURE_HSTS_PRELOAD = True
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
+
+# Persistent database connections: opening one per request costs more than the whole inference query
+# work. CONN_HEALTH_CHECKS (base) reopens a connection the server dropped.
+DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 60)
