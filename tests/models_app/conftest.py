@@ -79,3 +79,17 @@ def deployed_model(admin_api, created_model):
     return response.json()
 
 
+
+
+@pytest.fixture(autouse=True)
+def _fresh_model_caches():
+    """Model heads and vectors are cached per process by id, and the test database reuses ids after a rollback:
+    without this, a test could classify with a head cached by an earlier test (seed_demo's demo model, say)."""
+    from labeling.embeddings import vectors_cache_clear
+    from models_app.inference import clear_cache
+
+    clear_cache()
+    vectors_cache_clear()
+    yield
+    clear_cache()
+    vectors_cache_clear()
