@@ -98,8 +98,13 @@ def _check_file_head(stream: BinaryIO, fmt: str, columns: dict[str, str] | None 
     """File-level problems (empty, binary, bad header) answer at once instead of after a queue wait."""
     check_not_binary(stream.read(8192))
     stream.seek(0)
-    DatasetParser(stream, fmt, max_text_chars=max_text_chars(), max_line_bytes=max_line_bytes(),
-                  columns=columns).read_header()
+    parser = DatasetParser(stream, fmt, max_text_chars=max_text_chars(), max_line_bytes=max_line_bytes(),
+                           columns=columns)
+    parser.read_header()
+    if fmt == "jsonl":
+        # JSONL has no header: its first record shows at once whether the text key is there, instead of a
+        # dataset that fails in the background after the queue wait.
+        next(iter(parser), None)
     stream.seek(0)
 
 

@@ -79,7 +79,7 @@ def dataset_upload(request):
     except ImportFileError as exc:
         form.add_error("file", str(exc))
         # A header that lacks the expected columns is answered by the column fields: show them.
-        return _list_page(request, form, status=400, columns_open="column" in str(exc))
+        return _list_page(request, form, status=400, columns_open="column" in str(exc) or "is missing" in str(exc))
     messages.success(request, f"Importing {dataset.name}: the records appear here as soon as the import finishes.")
     return redirect("dataset_detail", dataset_id=dataset.id)
 

@@ -41,6 +41,12 @@ def test_file_level_problems_are_rejected_at_once(lead_api, upload, filename, ex
     assert not Dataset.objects.exists() and not Record.objects.exists()
 
 
+def test_a_jsonl_file_without_its_text_key_is_rejected_at_once(lead_api, upload):
+    body = assert_error(upload(lead_api, b'{"body": "hello"}\n{"body": "again"}\n', "m.jsonl"), 400, "INVALID_FILE")
+    assert 'Line 1: the "text" field is missing' in body["message"]
+    assert not Dataset.objects.exists()
+
+
 def test_unsupported_extension_is_rejected(lead_api, upload):
     body = assert_error(upload(lead_api, CUSTOMER_CSV, "data.xlsx"), 400, "INVALID_FILE")
     assert ".csv, .tsv or .jsonl" in body["message"]

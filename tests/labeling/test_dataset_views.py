@@ -105,6 +105,11 @@ def test_a_file_without_a_text_column_opens_the_column_fields(lead):
     assert "Columns named differently?" in page and "choose the file again" in page
     page = lead.get("/datasets/").content.decode()
     assert '<details id="column-mapping">' in page  # folded away on a plain visit
+    # JSONL has no header; its first record is checked at once, with the same hint.
+    response = lead.post("/datasets/upload/", {"name": "J", "file": named_file(b'{"body": "hi"}\n', "t.jsonl")})
+    page = response.content.decode()
+    assert response.status_code == 400 and "the &quot;text&quot; field is missing" in page
+    assert '<details open id="column-mapping">' in page and not Dataset.objects.exists()
 
 
 def test_browser_upload_with_a_bad_file_shows_the_error(lead):
