@@ -2,7 +2,7 @@
 import os
 
 from .base import *  # noqa: F401,F403
-from .base import DATABASES, env_bool, env_int
+from .base import CACHES, DATABASES, REDIS_URL, env_bool, env_int
 
 DEBUG = False
 if not os.environ.get("SECRET_KEY"):
@@ -18,3 +18,8 @@ CSRF_COOKIE_SECURE = True
 # Persistent database connections: opening one per request costs more than the whole inference query
 # work. CONN_HEALTH_CHECKS (base) reopens a connection the server dropped.
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 60)
+
+if REDIS_URL:
+    # Every API request reads the cache (the API key generation): a hung Redis must fail fast (the
+    # key is then read from the database) rather than stall the request.
+    CACHES["default"].setdefault("OPTIONS", {}).update({"socket_connect_timeout": 1.0, "socket_timeout": 1.0})
