@@ -1,4 +1,4 @@
-"""Classifying texts with a model version: heads loaded once per process, cached by version id.
+"""Classifying texts with a model version: heads loaded once per process, cached by version.
 
 A version's artifact never changes (its file name and checksum are fixed when it is written), so a
 head cached under its version id stays valid for the life of the process; a new deployment is a
@@ -16,32 +16,51 @@ from django.core.files.storage import default_storage
 
 from .ml.artifacts import Head, load_head
 
-# Heads are small (a zero-shot head is labels x 384 floats); a few dozen cover every model a
-# process is likely to serve, and the bound keeps a long-lived worker from growing without limit.
+# Heads are small (a zero-shot head is labels x 384 floats, a fine-tuned one a few MB of n-gram weights);
+# a few dozen cover every model a process is likely to serve, and the bound keeps a long-lived process
+# from growing without limit.
 MAX_CACHED_HEADS = 64
+# A model retrained every 20 labels makes a new version every few minutes and never serves the old ones
+# again: keeping only its two most recently used versions (the served one, and the one a comparison reads)
+# stops a busy model from filling the cache with dead versions (the soak run grew by 100 MB that way).
+MAX_CACHED_VERSIONS_PER_MODEL = 2
 # Scores are rounded for the JSON answer; the rounding residue goes to the top label so they still sum to 1.
 SCORE_DECIMALS = 6
 
-_heads: OrderedDict[int, Head] = OrderedDict()
+# (version id, checksum) -> (model id, head). The checksum makes the key unique even where ids are
+# reused (a database restored from a backup, a test database rolled back).
+_heads: OrderedDict[tuple[int, str], tuple[int | None, Head]] = OrderedDict()
 _lock = threading.Lock()
 
 
 def head_for_version(version) -> Head:
     """The version's head (`version` needs id, artifact_path and checksum), read and verified on first use."""
+    key = (version.id, version.checksum)
     with _lock:
-        head = _heads.get(version.id)
-        if head is not None:
-            _heads.move_to_end(version.id)
-            return head
+        cached = _heads.get(key)
+        if cached is not None:
+            _heads.move_to_end(key)
+            return cached[1]
     with default_storage.open(version.artifact_path, "rb") as handle:
         data = handle.read()
     head = load_head(data, version.checksum)
+    model_id = getattr(version, "model_id", None)
     with _lock:
-        _heads[version.id] = head
-        _heads.move_to_end(version.id)
+        _heads[key] = (model_id, head)
+        _heads.move_to_end(key)
+        if model_id is not None:
+            same_model = [k for k, (owner, _) in _heads.items() if owner == model_id]  # least recently used first
+            for stale in same_model[:-MAX_CACHED_VERSIONS_PER_MODEL]:
+                del _heads[stale]
         while len(_heads) > MAX_CACHED_HEADS:
             _heads.popitem(last=False)
     return head
+
+
+def cached_version_ids() -> list[int]:
+    """Version ids whose heads this process holds, least recently used first (for tests and diagnostics)."""
+    with _lock:
+        return [version_id for version_id, _ in _heads]
 
 
 def clear_cache() -> None:
