@@ -100,7 +100,7 @@ def test_a_class_without_evaluation_records_is_marked_not_divided_by_zero(world,
     row = re.search(r'<tr class="muted">\s*<td data-value="refund_not_showing_up">.*?</tr>', content, re.S)
     assert row and "no support" in row.group(0) and "—" in row.group(0)
     assert not re.search(r"\b(nan|NaN|inf)\b", content)
-    assert re.search(r'<tr class="no-support">\s*<th scope="row" class="gold">refund_not_showing_up', content)
+    assert re.search(r'<tr class="no-support">\s*<th scope="row" class="gold" title="refund_not_showing_up[^"]*">refund_not_showing_up', content)
 
 
 def test_a_cell_opens_exactly_the_records_with_that_gold_and_predicted_label(world, annotator_user, other_workspace):
