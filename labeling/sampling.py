@@ -58,6 +58,9 @@ from sklearn.cluster import MiniBatchKMeans
 from threadpoolctl import threadpool_limits
 
 REASONS = ("uncertain", "diverse", "rare-class", "evaluation")
+# A top-gain pick the model is this sure of is there for coverage (a small pool, or a queue longer than
+# the uncertain part of the pool): the annotator is told "diverse", not "uncertain".
+UNCERTAIN_BELOW = 0.9
 
 RARE_BOOST = 1.0
 CANDIDATE_FACTOR = 10
@@ -152,7 +155,7 @@ def rank_pool(
         if labeled_counts.sum() == 0:
             ranked += _pool_representatives(vectors, taken, n_main - len(ranked), rng)
         ranked += _uncertain_diverse(
-            vectors, gain, labeled_counts, predicted, taken, n_main - len(ranked), rng
+            vectors, gain, labeled_counts, predicted, confidence, taken, n_main - len(ranked), rng
         )
 
     entries = _interleave(ranked, [(int(r), "evaluation") for r in evaluation_rows])
@@ -239,7 +242,8 @@ def _pool_representatives(vectors, taken, budget, rng) -> list[tuple[int, str]]:
     return picks
 
 
-def _uncertain_diverse(vectors, gain, labeled_counts, predicted, taken, budget, rng) -> list[tuple[int, str]]:
+def _uncertain_diverse(vectors, gain, labeled_counts, predicted, confidence, taken, budget,
+                       rng) -> list[tuple[int, str]]:
     """Top-gain candidates, clustered; the queue takes one per cluster per round (Cluster-Margin)."""
     free = np.flatnonzero(~taken)
     if budget <= 0 or len(free) == 0:
@@ -284,7 +288,7 @@ def _uncertain_diverse(vectors, gain, labeled_counts, predicted, taken, budget, 
                 taken[row] = True
                 if int(predicted[row]) in rare_classes:
                     reason = "rare-class"
-                elif row in plain_top:
+                elif row in plain_top and confidence[row] < UNCERTAIN_BELOW:
                     reason = "uncertain"
                 else:
                     reason = "diverse"

@@ -168,3 +168,19 @@ def test_two_classes():
     recs = rank_pool(proba=proba, vectors=vectors, labeled_counts=np.array([3, 8]), queue_size=50)
     assert len(recs) == 50 and len({r.row for r in recs}) == 50
     assert {r.predicted for r in recs} <= {0, 1}
+
+
+def test_a_confident_pick_is_called_diverse_not_uncertain():
+    # A small pool: the queue takes every record, sure ones included; only the unsure ones are "uncertain".
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(60, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    proba = np.full((60, 3), 0.0005, dtype=np.float64)
+    proba[:, 0] = 0.999
+    proba[:20] = [0.4, 0.35, 0.25]
+    proba /= proba.sum(axis=1, keepdims=True)
+    recs = rank_pool(proba=proba, vectors=vectors, labeled_counts=np.array([10, 10, 10]), queue_size=60,
+                     evaluation_share=0.0, seed=0)
+    reasons = {rec.row: rec.reason for rec in recs}
+    assert {reasons[row] for row in range(20, 60) if row in reasons} <= {"diverse"}
+    assert any(reasons.get(row) == "uncertain" for row in range(20))
