@@ -63,6 +63,10 @@ def short_classes(*, model: ClassificationModel) -> list[str]:
     return [label for label, count in zip(model.labels, counts) if count < MIN_EXAMPLES_PER_CLASS]
 
 
+# The fine-tune refusal names this many short labels, then says how many more (a wall of 20 long names read badly).
+SHORT_CLASSES_NAMED = 8
+
+
 def _has_training_labels(*, model: ClassificationModel) -> bool:
     """Whether any pool record carries one of the model's labels (evaluation-split labels are never trained on)."""
     from labeling.queue import labeled_counts
@@ -82,8 +86,10 @@ def train_request(*, model: ClassificationModel, type: str, user=None, api_key=N
     if type == ModelType.FINE_TUNED:
         short = short_classes(model=model)
         if short:
+            named = ", ".join(short[:SHORT_CLASSES_NAMED])
+            more = f" and {len(short) - SHORT_CLASSES_NAMED} more" if len(short) > SHORT_CLASSES_NAMED else ""
             raise invalid_field(f"type: fine-tuning needs at least {MIN_EXAMPLES_PER_CLASS} labels per class; "
-                                f"too few for: {', '.join(short[:20])}" + (" …" if len(short) > 20 else ""))
+                                f"{len(short)} of {len(model.labels)} labels have fewer: {named}{more}")
     user = user if getattr(user, "is_authenticated", False) else None
     with transaction.atomic():
         locked = ClassificationModel.objects.select_for_update().get(pk=model.pk)

@@ -108,7 +108,16 @@ def test_fine_tuning_with_a_class_under_two_labels_is_400_naming_it(lead_api, mo
     Record.objects.filter(dataset=model.dataset, label=short, split="pool").exclude(pk=keep.pk).update(label=None)
     body = assert_error(train(lead_api, model, {"type": "fine-tuned"}), 400, "INVALID_FIELD")
     assert short in body["message"] and model.labels[0] not in body["message"]
+    assert "1 of 3 labels have fewer" in body["message"]
     assert not Job.objects.exists()
+
+
+def test_the_fine_tune_refusal_names_a_few_short_labels_and_counts_the_rest(lead_api, workspace):
+    labels = tuple(f"intent_{i}" for i in range(30))
+    many, truth = random_setup(workspace, n=60, labels=labels)
+    Record.objects.filter(dataset=many.dataset, row_index=0).update(label=truth[0])
+    body = assert_error(train(lead_api, many, {"type": "fine-tuned"}), 400, "INVALID_FIELD")
+    assert "30 of 30 labels have fewer" in body["message"] and body["message"].endswith("and 22 more")
 
 
 def test_fine_tuned_job_makes_a_fine_tuned_model(lead_api, model, django_capture_on_commit_callbacks):
