@@ -3,11 +3,16 @@
 Setup: a fresh PostgreSQL database (labelf_bench_inf on postgres://postgres@127.0.0.1:5432), migrations, a
 workspace with an API key, a ready dataset of 2,000 Banking77 train texts (records + vectors), a
 describe-and-classify model over the 77 intents (bench/data/banking77_descriptions.json) deployed. Then
-gunicorn with 2 sync workers (DJANGO_SETTINGS_MODULE=labelf_studio.settings.production, Redis for rate-limit
-counters and cache) on loopback, and 8-text requests built from the Banking77 test texts:
+gunicorn started as production starts it (`gunicorn -c labelf_studio/gunicorn.conf.py`, the Dockerfile's
+and docker-compose's command: 2 workers; DJANGO_SETTINGS_MODULE=labelf_studio.settings.production, Redis
+for rate-limit counters and cache) on loopback, and 8-text requests built from the Banking77 test texts:
 
   one client      sequential requests: p50 / p99 latency (client-side, full HTTP round trip)
   four clients    four threads for a fixed time: texts/s
+
+For each phase the run also records the server's CPU time per request (gunicorn's processes plus the
+PostgreSQL backends serving them): unlike latencies it barely moves when other processes share the
+cores, so it shows what a change costs or saves on a busy machine.
 
 Reference, measured in the same run: a plain in-process script doing the same work with
 sentence-transformers (torch) + scikit-learn (embed 8 texts, LogisticRegression.predict_proba), one caller for
@@ -18,6 +23,10 @@ Writes bench/results/inference_latency.json. The machine (2 cores) may be shared
 start is recorded with the figures.
 
     .venv/bin/python bench/inference_latency.py [--requests 400] [--seconds 20] [--reference-requests 100]
+        [--server-env NAME=VALUE ...] [--no-reference] [--out PATH]
+
+`--server-env` overrides the server's environment for an experiment (e.g. LABELF_EMBEDDER_THREADS=2);
+`--no-reference` skips the reference; `--out` writes the results elsewhere than bench/results/.
 """
 from __future__ import annotations
 
@@ -44,20 +53,22 @@ PYTHON = str(ROOT / ".venv" / "bin" / "python")
 BANKING77 = ROOT.parent / "shared" / "data" / "banking77"
 DB_NAME = "labelf_bench_inf"
 DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
-REDIS_URL = "redis://127.0.0.1:6379/11"
+REDIS_URL = "redis://127.0.0.1:6379/10"
 CACHE = ROOT / "bench" / ".cache" / "inference_latency"
 DATASET_ROWS = 2000
 BATCH = 8
 
 
-def server_env() -> dict:
+def server_env(overrides: dict | None = None) -> dict:
+    """Production's environment (docker-compose's `web`), pointed at the bench's database, Redis and media."""
     env = dict(os.environ)
     env.update({
         "DJANGO_SETTINGS_MODULE": "labelf_studio.settings.production", "SECRET_KEY": "bench-only-secret-key-" + "x" * 40,
-        "SECURE_SSL_REDIRECT": "false", "DATABASE_URL": DATABASE_URL, "DB_CONN_MAX_AGE": "60", "REDIS_URL": REDIS_URL,
+        "SECURE_SSL_REDIRECT": "false", "DATABASE_URL": DATABASE_URL, "REDIS_URL": REDIS_URL,
         "MEDIA_ROOT": str(CACHE / "media"), "ALLOWED_HOSTS": "127.0.0.1,localhost", "HF_HUB_OFFLINE": "1",
         "LOG_LEVEL": "WARNING",
     })
+    env.update(overrides or {})
     return env
 
 
@@ -117,15 +128,63 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(port: int) -> subprocess.Popen:
+def start_server(port: int, overrides: dict) -> subprocess.Popen:
+    """Production's command (the Dockerfile's CMD), bound to loopback."""
     process = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "gunicorn"), "labelf_studio.wsgi", "--workers", "2", "--bind", f"127.0.0.1:{port}",
-         "--log-level", "warning", "--timeout", "120"],
-        env=server_env(), cwd=ROOT, start_new_session=True)
+        [str(ROOT / ".venv" / "bin" / "gunicorn"), "-c", "labelf_studio/gunicorn.conf.py", "labelf_studio.wsgi:application",
+         "--bind", f"127.0.0.1:{port}", "--log-level", "warning"],
+        env=server_env(overrides), cwd=ROOT, start_new_session=True)
     return process
 
 
-def http_measure(base: str, key: str, model_id: int, batches: list[list[str]], requests_single: int, seconds: float) -> dict:
+# --- server CPU time --------------------------------------------------------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:  # the process ended
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            return [int(child) for child in handle.read().split()]
+    except OSError:
+        return []
+
+
+def _database_backends() -> list[int]:
+    out = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-At", "-c",
+                          f"SELECT pid FROM pg_stat_activity WHERE datname = '{DB_NAME}' AND pid <> pg_backend_pid()"],
+                         capture_output=True, text=True, check=True).stdout
+    return [int(line) for line in out.split()]
+
+
+class ServerCpu:
+    """CPU seconds used by gunicorn (master and workers) and the PostgreSQL backends serving the bench database."""
+
+    def __init__(self, server_pid: int):
+        self.server_pid = server_pid
+
+    def pids(self) -> list[int]:
+        return [self.server_pid, *_children(self.server_pid), *_database_backends()]
+
+    def sample(self) -> dict[int, float]:
+        return {pid: _process_cpu_seconds(pid) for pid in self.pids()}
+
+    @staticmethod
+    def used(before: dict[int, float], after: dict[int, float]) -> float:
+        return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+
+def http_measure(base: str, key: str, model_id: int, batches: list[list[str]], requests_single: int, seconds: float,
+                 cpu: ServerCpu) -> dict:
     import requests
 
     url = f"{base}/v2/models/{model_id}/inference"
@@ -142,7 +201,9 @@ def http_measure(base: str, key: str, model_id: int, batches: list[list[str]], r
     session = requests.Session()
     for i in range(40):  # both workers load the embedder and the head, connections warm up
         call(session, batches[i % len(batches)])
+    before = cpu.sample()
     latencies = [call(session, batches[i % len(batches)]) for i in range(requests_single)]
+    single_cpu = ServerCpu.used(before, cpu.sample())
 
     counts = [0] * 4
     stop = time.perf_counter() + seconds
@@ -159,6 +220,7 @@ def http_measure(base: str, key: str, model_id: int, batches: list[list[str]], r
         except Exception as exc:  # recorded, and the run reports it
             errors.append(repr(exc))
 
+    before = cpu.sample()
     started = time.perf_counter()
     threads = [threading.Thread(target=worker, args=(slot,)) for slot in range(4)]
     for thread in threads:
@@ -166,13 +228,16 @@ def http_measure(base: str, key: str, model_id: int, batches: list[list[str]], r
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
+    four_cpu = ServerCpu.used(before, cpu.sample())
     if errors:
         raise RuntimeError(f"errors under load: {errors[:3]}")
     return {"requests_single_client": requests_single,
             "p50_ms": round(statistics.median(latencies) * 1000, 2), "p99_ms": round(percentile(latencies, 99) * 1000, 2),
             "mean_ms": round(statistics.mean(latencies) * 1000, 2),
+            "server_cpu_ms_per_request_single_client": round(single_cpu * 1000 / requests_single, 2),
             "four_clients_requests": sum(counts), "four_clients_seconds": round(elapsed, 2),
-            "four_clients_texts_per_s": round(sum(counts) * BATCH / elapsed, 1)}
+            "four_clients_texts_per_s": round(sum(counts) * BATCH / elapsed, 1),
+            "server_cpu_ms_per_request_four_clients": round(four_cpu * 1000 / max(1, sum(counts)), 2)}
 
 
 # --- the in-process reference ---------------------------------------------------------------------------
@@ -225,6 +290,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--reference-requests", type=int, default=100,
                         help="sequential calls for the in-process reference (slow on a loaded machine)")
+    parser.add_argument("--no-reference", action="store_true", help="measure only the served endpoint")
+    parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="override the server's environment for an experiment")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "inference_latency.json")
     args = parser.parse_args()
     if args.setup:
         setup_data()
@@ -235,23 +304,29 @@ def main() -> None:
     batches = [test_texts[i:i + BATCH] for i in range(0, len(test_texts) - BATCH + 1, BATCH)]
     print("setting up the database, dataset and deployed model...", flush=True)
     setup = prepare_database()
+    overrides = dict(item.split("=", 1) for item in args.server_env)
     port = free_port()
-    server = start_server(port)
+    server = start_server(port, overrides)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(base, setup["api_key"], setup["model_id"])
         print("measuring the HTTP endpoint...", flush=True)
-        served = http_measure(base, setup["api_key"], setup["model_id"], batches, args.requests, args.seconds)
+        served = http_measure(base, setup["api_key"], setup["model_id"], batches, args.requests, args.seconds,
+                              ServerCpu(server.pid))
         print(json.dumps({"served": served}), flush=True)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
-    print("measuring the in-process reference...", flush=True)
-    reference = reference_measure(batches, read_csv("train.csv"), args.reference_requests, args.seconds)
+    reference = None
+    if not args.no_reference:
+        print("measuring the in-process reference...", flush=True)
+        reference = reference_measure(batches, read_csv("train.csv"), args.reference_requests, args.seconds)
     targets = {"p50_ms": 20, "p99_ms": 60, "four_clients_texts_per_s": 500}
     result = {
         "benchmark": "inference_latency",
-        "setup": {"server": "gunicorn, 2 sync workers, settings.production, PostgreSQL, Redis, loopback HTTP",
+        "setup": {"server": "gunicorn -c labelf_studio/gunicorn.conf.py (production's command: 2 workers), "
+                            "settings.production, PostgreSQL, Redis, loopback HTTP",
+                  "server_env_overrides": overrides,
                   "model": f"describe-and-classify, {setup['labels']} labels (Banking77 intents)",
                   "texts_per_request": BATCH, "texts": "Banking77 test split",
                   "embedder": "all-MiniLM-L6-v2 int8 ONNX (labeling.embeddings)"},
@@ -262,10 +337,11 @@ def main() -> None:
                           "four_clients_texts_per_s": served["four_clients_texts_per_s"] >= targets["four_clients_texts_per_s"]},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_average_at_start": [round(x, 2) for x in load_at_start],
+                    "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
                     "note": "2 cores shared with other processes during the run; figures are pessimistic when the load average exceeds ~1"},
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    out = ROOT / "bench" / "results" / "inference_latency.json"
+    out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({"served": served, "reference": reference, "meets_targets": result["meets_targets"],
