@@ -19,9 +19,9 @@ keepalive = 15
 timeout = 60
 # Import Django and the app once in the master, so workers start quickly and share those pages.
 preload_app = True
-# Inference is CPU-bound in onnxruntime. Each worker's embedder runs a request on every core when the
-# cores are idle (one client: lowest latency) and on one thread when other requests keep them busy
-# (several clients: no worker's threads queue behind another's); see labeling.embeddings.
+# Inference is CPU-bound in onnxruntime. Each worker's embedder spreads a request's runs over the cores
+# that are idle (one client: lowest latency) and keeps them in the request's thread when other requests
+# keep the cores busy (several clients: no worker's threads queue behind another's); see labeling.embeddings.
 
 
 def on_starting(server):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import itertools
 import random
 
-from labeling.embeddings import RUN_OVERHEAD_TOKENS, padding_runs
+from labeling.embeddings import RUN_OVERHEAD_TOKENS, lanes_for_runs, padding_runs
 
 
 def cost(lengths, runs):
@@ -33,6 +33,17 @@ def test_the_grouping_is_the_cheapest_of_all_splits():
         assert cost(lengths, padding_runs(lengths)) == best
 
 
+def test_the_row_cap_is_kept_and_the_grouping_is_the_cheapest_within_it():
+    rng = random.Random(11)
+    for _ in range(200):
+        lengths = sorted(rng.randint(3, 60) for _ in range(rng.randint(1, 9)))
+        cap = rng.randint(1, 5)
+        runs = padding_runs(lengths, max_rows=cap)
+        assert all(last - first <= cap for first, last in runs)
+        allowed = [split for split in all_splits(len(lengths)) if all(last - first <= cap for first, last in split)]
+        assert cost(lengths, runs) == min(cost(lengths, split) for split in allowed)
+
+
 def test_similar_lengths_stay_one_run_and_an_outlier_gets_its_own():
     assert padding_runs([12] * 8) == [(0, 8)]
     assert padding_runs([11, 11, 12, 12, 12, 12, 13, 13]) == [(0, 8)]
@@ -41,3 +52,15 @@ def test_similar_lengths_stay_one_run_and_an_outlier_gets_its_own():
 
 def test_empty_batch_has_no_runs():
     assert padding_runs([]) == []
+
+
+def test_lanes_get_the_costliest_runs_first_and_finish_close_together():
+    assert lanes_for_runs([10, 50, 20, 30], 2) == [[1, 0], [3, 2]]  # 50 + 10 against 30 + 20
+    assert lanes_for_runs([5], 2) == [[0]]  # an idle lane is left out
+    rng = random.Random(5)
+    for _ in range(100):
+        costs = [rng.randint(1, 100) for _ in range(rng.randint(1, 8))]
+        lanes = lanes_for_runs(costs, 2)
+        assert sorted(i for lane in lanes for i in lane) == list(range(len(costs)))
+        loads = [sum(costs[i] for i in lane) for lane in lanes]
+        assert max(loads) - min(loads) <= max(costs)
