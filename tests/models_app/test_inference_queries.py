@@ -159,12 +159,5 @@ def reserve_from_several_keys_at_once() -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_reservations_from_several_keys_never_exceed_the_quota():
-    reserve_from_several_keys_at_once()  # SQLite here: one writer at a time
-
-
-@pytest.mark.system
-@pytest.mark.django_db(transaction=True)
-def test_concurrent_reservations_on_postgresql_never_exceed_the_quota():
-    """The row-locking statement; without its FOR NO KEY UPDATE this goes over (measured 105-114 of 100)."""
-    assert connection.vendor == "postgresql", "the system tests run on PostgreSQL (DATABASE_URL)"
+    # SQLite here (one writer at a time); tests/system/test_quota_concurrency.py runs it on PostgreSQL.
     reserve_from_several_keys_at_once()
