@@ -91,10 +91,13 @@ def test_import_of_200k_rows_killed_twice_midway_completes_exactly_once(start_wo
     assert len(children) == 1, children
     os.kill(children[0], 9)
     assert Record.objects.filter(dataset_id=dataset_id).count() == 0  # its transaction never committed
-    # The redelivered task found a live heartbeat and left the job alone: still the first attempt.
+    # The redelivered task found a live heartbeat and left the job alone: still the first attempt. On a
+    # loaded machine the new pool process can take longer than JOB_STALE_SECONDS (4 s here) to receive it;
+    # the heartbeat is stale by then and the claim rightly takes the job over as attempt 2. Either way the
+    # job is never run by two attempts at once, which is what the rest of the test holds it to.
     wait_for(lambda: first.log_path.read_text().count("Task labeling.dataset_import[") >= 3, timeout=30,
              message="the task to come back to the surviving worker")
-    assert Job.objects.get(pk=job.id).attempts == 1
+    assert Job.objects.get(pk=job.id).attempts in (1, 2)
 
     # 2. A worker with beat: the sweeper re-queues the job once its heartbeat is stale; mid-way through
     # that second attempt every worker is killed.
