@@ -360,13 +360,14 @@ def labeled_total_for(*, model) -> int:
     return Record.objects.filter(dataset_id=model.dataset_id, label__in=list(model.labels)).count()
 
 
-def labeled_counts(*, model, split: str | None = Split.POOL) -> np.ndarray:
-    """Labels per class (in `model.labels` order) among the records of `split` (None: both splits)."""
-    records = Record.objects.filter(dataset_id=model.dataset_id, label__in=list(model.labels))
+def labeled_counts(*, model, split: str | None = Split.POOL, labels: list[str] | None = None) -> np.ndarray:
+    """Labels per class (in `labels` order, default `model.labels`) among the records of `split` (None: both splits)."""
+    labels = list(model.labels) if labels is None else list(labels)
+    records = Record.objects.filter(dataset_id=model.dataset_id, label__in=labels)
     if split is not None:
         records = records.filter(split=split)
     by_label = dict(records.values_list("label").annotate(n=Count("id")).values_list("label", "n"))
-    return np.array([by_label.get(label, 0) for label in model.labels], dtype=np.int64)
+    return np.array([by_label.get(label, 0) for label in labels], dtype=np.int64)
 
 
 def recommendation_for(*, model, user, record_id: int) -> Recommendation | None:
@@ -455,7 +456,9 @@ def queue_recompute(*, model, version=None, max_threads: int = 1) -> QueueStats:
         # Only fine-tuned heads read the texts (their n-gram features); the others work from vectors alone.
         texts = _pool_texts(record_ids) if version.type == ModelType.FINE_TUNED else None
         proba = head.predict_proba(vectors, texts).astype(np.float32, copy=False)
-        ranked = rank_pool(proba=proba, vectors=vectors, labeled_counts=labeled_counts(model=model),
+        # The version's columns are its own labels, which differ from the model's after a label-set change
+        # (until the next version): counts and predicted names follow the version.
+        ranked = rank_pool(proba=proba, vectors=vectors, labeled_counts=labeled_counts(model=model, labels=version.labels),
                            queue_size=QUEUE_SIZE, evaluation_share=model.evaluation_share,
                            seed=version.number * 100_003 + len(pool), max_threads=max_threads)
     with transaction.atomic():
@@ -478,7 +481,7 @@ def queue_recompute(*, model, version=None, max_threads: int = 1) -> QueueStats:
         candidate_ids = [record_ids[item.row] for item in ranked]
         still_unlabeled = set(Record.objects.filter(id__in=candidate_ids, label__isnull=True, in_conflict=False)
                               .values_list("id", flat=True))
-        labels = list(model.labels)
+        labels = list(version.labels)
         rows_to_write = []
         for item in ranked:
             record_id = record_ids[item.row]

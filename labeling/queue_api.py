@@ -46,9 +46,12 @@ def recommendations(request: HttpRequest, model_id: int, limit: int = 20):
     require_role(request, "annotator")
     model = _model_or_404(request, model_id)
     lease = queue.recommendations_lease(model=model, user=request.api_key.user, api_key=request.api_key, limit=limit)
+    # A label removed from the model since the queue was ranked is not offered as the prediction.
+    labels = set(model.labels)
     return {
         "data": [{"record": record_to_dict(item.record), "score": round(item.score, 6), "reason": item.reason,
-                  "prediction": {"label": item.predicted_label or None, "confidence": round(item.confidence, 6)},
+                  "prediction": {"label": item.predicted_label if item.predicted_label in labels else None,
+                                 "confidence": round(item.confidence, 6)},
                   "version": item.version, "lease_expires_at": iso_utc(item.lease_expires_at)}
                  for item in lease.items],
         "version": lease.version,

@@ -59,7 +59,10 @@ def _stats(model: ClassificationModel) -> dict:
 
 
 def _record_context(model: ClassificationModel, item) -> dict:
-    return {"model": model, "item": item, "record": item.record if item else None,
+    # A queue ranked before a label left the model's set may predict that label: it is not offered (Enter would
+    # submit a label the model refuses), and the record shows as having no prediction.
+    predicted = item.predicted_label if item and item.predicted_label in model.labels else ""
+    return {"model": model, "item": item, "record": item.record if item else None, "predicted": predicted,
             "reason_text": REASON_TEXT.get(item.reason, "") if item else "",
             "confidence_percent": round(item.confidence * 100) if item else None}
 

@@ -93,28 +93,34 @@ def models_get(request: HttpRequest, model_id: int):
     return selectors.model_to_dict(_model_or_404(request, model_id))
 
 
-@router.patch("/models/{int:model_id}", response={200: dict, **ERRORS}, summary="Rename, set the threshold, edit descriptions",
+@router.patch("/models/{int:model_id}", response={200: dict, **ERRORS},
+              summary="Rename, set the threshold, change the label set, edit descriptions",
               openapi_extra=_body_schema({"name": {"type": "string"},
                                           "confidence_threshold": {"type": "number", "minimum": 0, "maximum": 1},
+                                          "labels": {"type": "array", "items": _LABEL_SCHEMA, "minItems": 1,
+                                                     "maxItems": services.MAX_LABELS,
+                                                     "description": "the full new ordered label set"},
                                           "label_descriptions": {"type": "object", "additionalProperties": {"type": "string"}},
                                           "overlap_share": {"type": "number", "minimum": 0, "maximum": 1},
                                           "overlap_annotators": {"type": "integer", "minimum": 2, "maximum": 5}}))
 def models_update(request: HttpRequest, model_id: int):
     """New label descriptions rebuild a describe-and-classify model as a new version (trained models keep their head).
+    `labels` is the full new ordered label set: names not in it are removed from the model (records keep their
+    labels), new names added; a describe-and-classify model gets a new version, a trained one a retrain request.
     `overlap_share` (0-1) of the queue goes to `overlap_annotators` (2-5) different annotators (labeling/review.py)."""
     from labeling.review import overlap_settings_update, overlap_settings_validate
 
     require_role(request, "lead")
     model = _model_or_404(request, model_id)
     body = json_body(request)
-    for field in ("name", "confidence_threshold", "label_descriptions", "overlap_share", "overlap_annotators"):
+    for field in ("name", "confidence_threshold", "labels", "label_descriptions", "overlap_share", "overlap_annotators"):
         if field in body and body[field] is None:
             raise invalid_field(f"{field}: must not be null")
     # Validated before anything is written: a bad overlap value leaves the other fields unchanged too.
     overlap_settings_validate(share=body.get("overlap_share"), annotators=body.get("overlap_annotators"))
     model = services.model_update(model=model, name=body.get("name"), confidence_threshold=body.get("confidence_threshold"),
-                                  label_descriptions=body.get("label_descriptions"), user=_user(request),
-                                  api_key=request.api_key)
+                                  labels=body.get("labels"), label_descriptions=body.get("label_descriptions"),
+                                  user=_user(request), api_key=request.api_key)
     overlap_settings_update(model=model, share=body.get("overlap_share"), annotators=body.get("overlap_annotators"),
                             user=_user(request), api_key=request.api_key)
     return selectors.model_to_dict(selectors.model_get(workspace=request.workspace, model_id=model.id))

@@ -12,10 +12,13 @@ MAX_ID = 2**63 - 1
 
 def label_issues(*, model: ClassificationModel, status: str = LabelIssueStatus.OPEN) -> QuerySet[LabelIssue]:
     """Issues of `status`, most likely wrong first. An open issue whose record was relabeled (by anyone,
-    anywhere) since its scan no longer applies and is left out."""
+    anywhere) since its scan no longer applies and is left out, as is one naming a label the model no longer
+    has (its label set changed since the scan; the record keeps its label, the model just ignores it)."""
     issues = LabelIssue.objects.filter(model=model, status=status).select_related("record")
     if status == LabelIssueStatus.OPEN:
-        issues = issues.filter(record__label=F("given_label")).order_by("rank", "id")
+        labels = list(model.labels)
+        issues = (issues.filter(record__label=F("given_label"), given_label__in=labels, suggested_label__in=labels)
+                  .order_by("rank", "id"))
     else:
         issues = issues.order_by("-resolved_at", "-id")
     return issues

@@ -92,11 +92,11 @@ def validate_threshold(value) -> float:
     return float(value)
 
 
-def _validate_descriptions(model: ClassificationModel, value) -> dict[str, str]:
+def _validate_descriptions(labels: list[str], value) -> dict[str, str]:
     if not isinstance(value, dict):
         raise invalid_field("label_descriptions: expected an object mapping label names to descriptions")
     for label, description in value.items():
-        if label not in model.labels:
+        if label not in labels:
             raise invalid_field(f"label_descriptions: {label!r} is not one of the model's labels")
         if not isinstance(description, str):
             raise invalid_field(f"label_descriptions.{label}: expected a string")
@@ -104,6 +104,20 @@ def _validate_descriptions(model: ClassificationModel, value) -> dict[str, str]:
             raise invalid_field(f"label_descriptions.{label}: at most {MAX_DESCRIPTION_CHARS} characters")
         _check_text(f"label_descriptions.{label}", description)
     return {label: description.strip() for label, description in value.items()}
+
+
+def _validate_label_set(model: ClassificationModel, labels) -> tuple[list[str], dict[str, str]]:
+    """A new ordered label set for `model`, validated exactly as on create → (names, descriptions of those names).
+
+    A label given with a description (a string) gets it; one given without keeps the description it has (a new
+    label has none). There is no rename: a new name is a new label, and the old name is removed.
+    """
+    names, given = validate_labels(labels)
+    descriptions = {}
+    for item, name in zip(labels, names):  # validate_labels refused any item it could not name
+        described = isinstance(item.get("description"), str)
+        descriptions[name] = given[name] if described else model.label_descriptions.get(name, "")
+    return names, descriptions
 
 
 def _check_dataset_usable(dataset: Dataset) -> None:
@@ -185,36 +199,106 @@ def model_create(*, workspace, dataset: Dataset, name: str, labels, user=None, a
     return model
 
 
-def model_update(*, model: ClassificationModel, name=None, confidence_threshold=None, label_descriptions=None,
-                 user=None, api_key=None) -> ClassificationModel:
-    """Renames, sets the threshold, edits descriptions; new descriptions rebuild a describe-and-classify model."""
+def model_update(*, model: ClassificationModel, name=None, confidence_threshold=None, labels=None,
+                 label_descriptions=None, user=None, api_key=None) -> ClassificationModel:
+    """Renames, sets the threshold, changes the label set, edits descriptions. All validated before anything is
+    written, then one transaction.
+
+    `labels` is the model's full new ordered label set (`[{"name", "description"?}]`, validated as on create):
+    new names are added, missing ones removed, and the order is the new one. Records keep their labels (they are
+    the dataset's, maybe shared with other models); the model just stops using records whose label left its set.
+    An archived model's label set cannot change (409 MODEL_ARCHIVED). `label_descriptions` apply after `labels`.
+
+    When the labels or descriptions change, a describe-and-classify model gets a new zero-shot version at once.
+    A trained (active-learning or fine-tuned) model keeps serving its version, whose labels are fixed, and an
+    active-learning retrain on the new label set is requested (absorbed by a queued one; skipped while no record
+    carries one of the labels). An unchanged label set changes nothing.
+    """
     fields: dict = {}
     if name is not None:
         fields["name"] = validate_name(name)
     if confidence_threshold is not None:
         fields["confidence_threshold"] = validate_threshold(confidence_threshold)
-    head = metrics = None
+    old_labels = list(model.labels)
+    old_descriptions = {label: model.label_descriptions.get(label, "") for label in old_labels}
+    new_labels, new_descriptions = old_labels, old_descriptions
+    if labels is not None:
+        _check_labels_editable(model)
+        new_labels, new_descriptions = _validate_label_set(model, labels)
     if label_descriptions is not None:
-        descriptions = {**model.label_descriptions, **_validate_descriptions(model, label_descriptions)}
-        fields["label_descriptions"] = descriptions
-        if model.type == ModelType.DESCRIBE_AND_CLASSIFY and descriptions != model.label_descriptions:
-            dataset = model.dataset
-            _check_dataset_usable(dataset)
-            head = _zero_shot_build(dataset=dataset, labels=list(model.labels), descriptions=descriptions)
-            metrics = _holdout_metrics(dataset=dataset, head=head)
+        new_descriptions = {**new_descriptions, **_validate_descriptions(new_labels, label_descriptions)}
+    labels_changed = new_labels != old_labels
+    descriptions_changed = new_descriptions != old_descriptions
+    if labels_changed:
+        fields["labels"] = new_labels
+    if labels_changed or descriptions_changed or label_descriptions is not None:
+        fields["label_descriptions"] = new_descriptions
+    head = metrics = None
+    if model.type == ModelType.DESCRIBE_AND_CLASSIFY and (labels_changed or descriptions_changed):
+        dataset = model.dataset
+        _check_dataset_usable(dataset)
+        # The slow part (embedding descriptions, reading the pool) happens before the transaction opens.
+        head = _zero_shot_build(dataset=dataset, labels=new_labels, descriptions=new_descriptions)
+        metrics = _holdout_metrics(dataset=dataset, head=head)
     if not fields:
         return model
     with transaction.atomic():
+        locked = ClassificationModel.objects.select_for_update().get(pk=model.pk)
+        if "label_descriptions" in fields:
+            if labels is not None:
+                _check_labels_editable(locked)
+            # The new set (and the head) were computed from what this call read: another lead's change since
+            # then would be silently undone.
+            if list(locked.labels) != old_labels or locked.label_descriptions != model.label_descriptions:
+                raise ApiError(409, "CONFLICT", "The model's labels were changed meanwhile; reload and try again")
         ClassificationModel.objects.filter(pk=model.pk).update(**fields)
         for field, value in fields.items():
             setattr(model, field, value)
         if head is not None:
             version_create(model=model, head=head, type=ModelType.DESCRIBE_AND_CLASSIFY, training_examples=0,
                            metrics=metrics, details=getattr(head, "details", None))
-        audit_record(workspace=model.workspace, action="model.update", target=f"model {model.id} ({model.name})",
-                     actor=user, actor_key=api_key, details={"fields": sorted(fields), "new_version": head is not None})
+            # Rank the pool with the new version, so a new label gets its predictions in the queue too.
+            from labeling.queue import queue_request_recompute
+
+            queue_request_recompute(model=model)
+        retrain_job = None
+        if labels_changed and head is None:  # a trained model
+            retrain_job = _request_retrain_after_label_change(model=model, user=user, api_key=api_key)
+        if labels_changed:
+            kept_old_order = [label for label in old_labels if label in new_labels]
+            audit_record(workspace=model.workspace, action="model.labels", target=f"model {model.id} ({model.name})",
+                         actor=user, actor_key=api_key, details={
+                             "added": [label for label in new_labels if label not in old_labels],
+                             "removed": [label for label in old_labels if label not in new_labels],
+                             "reordered": [label for label in new_labels if label in old_labels] != kept_old_order,
+                             "descriptions_changed": descriptions_changed, "labels": new_labels,
+                             "new_version": head is not None, "retrain_job_id": retrain_job.id if retrain_job else None})
+        # Other fields (and descriptions edited without a label-set change) keep their usual entry.
+        other = sorted(field for field in fields if field not in ("labels", "label_descriptions"))
+        if "label_descriptions" in fields and not labels_changed:
+            other.append("label_descriptions")
+        if other:
+            audit_record(workspace=model.workspace, action="model.update", target=f"model {model.id} ({model.name})",
+                         actor=user, actor_key=api_key, details={"fields": other, "new_version": head is not None})
     model.refresh_from_db()
     return model
+
+
+def _check_labels_editable(model: ClassificationModel) -> None:
+    if model.status == ModelStatus.ARCHIVED:
+        raise ApiError(409, "MODEL_ARCHIVED", "This model is archived; deploy it again to change its labels")
+
+
+def _request_retrain_after_label_change(*, model: ClassificationModel, user, api_key):
+    """A trained model's version keeps its own labels: an active-learning retrain (the one that can learn a label
+    without examples yet, from its description) brings the label set in. Absorbed by a queued train job;
+    None while no record carries one of the new labels (the next labels request one as usual)."""
+    from .training_services import _has_training_labels, train_request
+
+    if not _has_training_labels(model=model):
+        return None
+    job, _ = train_request(model=model, type=ModelType.ACTIVE_LEARNING, user=user, api_key=api_key)
+    return job
 
 
 # --- versions ---------------------------------------------------------------------------------------

@@ -205,11 +205,22 @@ def _model_type_after(*, type_before: str, labels: list[str], version: ModelVers
 
 
 def _prior_head(model: ClassificationModel):
-    """The model's describe-and-classify head (its newest one, if the descriptions were edited)."""
+    """The model's describe-and-classify head (its newest one, if the descriptions were edited).
+
+    The trainer needs a prior over exactly the labels it trains, in their order. When the model's label set
+    changed after its newest describe-and-classify version (a trained model gets no new zero-shot version
+    then: versions are immutable and it keeps serving its trained one), the prior is built now from the
+    current labels and descriptions, as that version would have been."""
     from .inference import head_for_version
 
     prior = model.versions.filter(type=ModelType.DESCRIBE_AND_CLASSIFY).order_by("-number").first()
-    return head_for_version(prior) if prior is not None else None
+    if prior is None:
+        return None
+    if list(prior.labels) == list(model.labels):
+        return head_for_version(prior)
+    from .services import _zero_shot_build
+
+    return _zero_shot_build(dataset=model.dataset, labels=list(model.labels), descriptions=dict(model.label_descriptions))
 
 
 def _train_and_store(*, job: Job, model: ClassificationModel) -> ModelVersion:

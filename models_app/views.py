@@ -12,8 +12,9 @@ from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_POST
 
 from labelf_studio.api import ApiError
+from labelf_studio.workspaces.models import role_at_least
 from labelf_studio.workspaces.permissions import workspace_role_required
-from labeling.models import Dataset, DatasetStatus
+from labeling.models import Dataset, DatasetStatus, Job, JobKind, JobStatus
 from labeling.selectors import label_distribution
 
 from . import inference, selectors, services
@@ -95,10 +96,22 @@ def model_create(request):
 SUMMARY_OVERDUE = timedelta(minutes=30)
 
 
+def _label_editor_rows(model, rows: list[dict] | None = None) -> list[dict]:
+    """The model page's label editor: the model's labels, or the rows a lead posted (kept when saving failed).
+    A label the model has keeps its name and carries its record count, for the removal's confirmation."""
+    counts = selectors.label_record_counts(model=model)
+    if rows is None:
+        rows = [{"name": name, "description": model.label_descriptions.get(name, "")} for name in model.labels]
+    return [{**row, "existing": row["name"] in model.labels, "records": counts.get(row["name"], 0)} for row in rows]
+
+
 def _detail_context(request, model) -> dict:
     context = selectors.model_page(model=model)
     _with_datetimes(context["object"])
     context["can_try"] = model.status != ModelStatus.ARCHIVED and context["version"] is not None
+    # Leads and admins edit the label set (not of an archived model); annotators see it read-only.
+    if model.status != ModelStatus.ARCHIVED and role_at_least(request.membership.role, "lead"):
+        context["label_rows"] = _label_editor_rows(model)
     version = context["version"]
     context["summary_overdue"] = bool(version is not None and not context.get("summary")
                                       and version.created_at < timezone.now() - SUMMARY_OVERDUE)
@@ -191,16 +204,28 @@ def model_settings(request, model_id: int):
 
 @workspace_role_required("lead")
 @require_POST
-def model_descriptions(request, model_id: int):
-    """Edits label descriptions; a describe-and-classify model gets a new version built from them."""
+def model_labels(request, model_id: int):
+    """Saves the label editor: the model's full new ordered label set with its descriptions (services.model_update).
+    A describe-and-classify model gets a new version at once; a trained one keeps serving its version until the
+    retrain this requests. Any error keeps the lead's rows on the page and saves nothing."""
     model = _model_or_404(request, model_id)
-    descriptions = {label: request.POST.get(f"description-{index}", "").strip()
-                    for index, label in enumerate(model.labels)}
+    rows = _label_rows_from_post(request.POST)
+    before = (list(model.labels), dict(model.label_descriptions), model.latest_version_id)
     try:
-        updated = services.model_update(model=model, label_descriptions=descriptions, user=request.user)
+        updated = services.model_update(model=model, labels=rows, user=request.user)
     except ApiError as exc:
-        messages.error(request, f"Not saved: {exc.message}")
+        context = _detail_context(request, model)
+        context.update(label_rows=_label_editor_rows(model, rows), labels_error=f"Not saved: {exc.message}")
+        return render(request, "models_app/model_detail.html", context, status=400)
+    if (list(updated.labels), dict(updated.label_descriptions)) == before[:2]:
+        messages.info(request, "Nothing to save: the labels are unchanged.")
+    elif updated.latest_version_id != before[2]:
+        messages.success(request, f"Labels saved; version {updated.latest_version.number} classifies with them.")
+    elif list(updated.labels) != before[0]:
+        training = Job.objects.filter(model=updated, kind=JobKind.TRAIN, status__in=[JobStatus.QUEUED, JobStatus.RUNNING])
+        messages.success(request, "Labels saved. The trained version keeps serving with its own labels until "
+                                  + ("the training on the new label set (requested now) finishes."
+                                     if training.exists() else "the model is trained on records with the new labels."))
     else:
-        messages.success(request, f"Descriptions saved; serving version {updated.latest_version.number}."
-                         if updated.type == "describe-and-classify" else "Descriptions saved.")
+        messages.success(request, "Descriptions saved.")
     return redirect("model_detail", model_id=model.id)

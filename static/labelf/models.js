@@ -1,7 +1,19 @@
-// The describe-and-classify form: add, reorder and remove label rows, and turn pasted lines into rows.
-// Without JavaScript the form still works: the server reads the rows and the pasted lines itself.
+// The label rows editor (templates/models_app/partials/_label_editor.html) of the describe-and-classify form and
+// of the model page: add, reorder and remove label rows, and turn pasted lines into rows. Removing a label the
+// model already has asks first, saying how many records carry it (they keep it). Without JavaScript the form
+// still works: the server reads the rows and the pasted lines itself.
 (function () {
   "use strict";
+
+  function removalQuestion(row) {
+    var name = row.getAttribute("data-label-name");
+    var records = parseInt(row.getAttribute("data-records") || "0", 10);
+    var carried = records === 0 ? "No record in the dataset carries this label." :
+      (records === 1 ? "1 record in the dataset carries" : records + " records in the dataset carry") +
+      " this label; their labels are kept, this model just stops using them.";
+    return "Remove the label “" + name + "” from this model? " + carried +
+      " Nothing changes until you press Save labels.";
+  }
 
   function rowsContainer() { return document.getElementById("label-rows"); }
 
@@ -31,6 +43,7 @@
     if (action) {
       var row = button.closest(".label-row");
       if (action === "remove") {
+        if (row.hasAttribute("data-existing") && !window.confirm(removalQuestion(row))) { return; }
         row.remove();
         if (!rowsContainer().querySelector(".label-row")) { addRow(); }
       } else if (action === "up" && row.previousElementSibling) {

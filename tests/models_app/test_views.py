@@ -210,14 +210,14 @@ def test_lead_changes_the_threshold(lead_user, model):
 def test_lead_edits_descriptions_and_gets_a_new_zero_shot_version(lead_user, annotator_user, model):
     client = browser(lead_user)
     page = client.get(reverse("model_detail", args=[model.id])).content.decode()
-    assert 'name="description-0"' in page
-    new = {f"description-{i}": label["description"] for i, label in enumerate(LABELS)}
-    new["description-1"] = "How much one currency is worth in another; conversion rates"
-    response = client.post(reverse("model_descriptions", args=[model.id]), new)
+    assert 'id="labels-form"' in page and 'name="label_description"' in page
+    new = {"label_name": [label["name"] for label in LABELS], "label_description": [label["description"] for label in LABELS]}
+    new["label_description"][1] = "How much one currency is worth in another; conversion rates"
+    response = client.post(reverse("model_labels", args=[model.id]), new)
     assert response.status_code == 302
     model.refresh_from_db()
-    assert model.label_descriptions["exchange_rate"] == new["description-1"]
+    assert model.label_descriptions["exchange_rate"] == new["label_description"][1]
     assert model.versions.count() == 2 and model.latest_version.number == 2
     # Annotators see the descriptions but cannot change them.
-    assert 'name="description-0"' not in browser(annotator_user).get(reverse("model_detail", args=[model.id])).content.decode()
-    assert browser(annotator_user).post(reverse("model_descriptions", args=[model.id]), new).status_code == 403
+    assert 'name="label_description"' not in browser(annotator_user).get(reverse("model_detail", args=[model.id])).content.decode()
+    assert browser(annotator_user).post(reverse("model_labels", args=[model.id]), new).status_code == 403
