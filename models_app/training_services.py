@@ -205,18 +205,22 @@ def _model_type_after(*, type_before: str, labels: list[str], version: ModelVers
 
 
 def _prior_head(model: ClassificationModel):
-    """The model's describe-and-classify head (its newest one, if the descriptions were edited).
+    """The model's describe-and-classify head: its newest one while it matches the model's labels and descriptions.
 
-    The trainer needs a prior over exactly the labels it trains, in their order. When the model's label set
-    changed after its newest describe-and-classify version (a trained model gets no new zero-shot version
-    then: versions are immutable and it keeps serving its trained one), the prior is built now from the
-    current labels and descriptions, as that version would have been."""
+    The trainer needs a prior over exactly the labels it trains, in their order. When the model's label set or
+    its descriptions changed after its newest describe-and-classify version (a trained model gets no new
+    zero-shot version then: versions are immutable and it keeps serving its trained one), the prior is built
+    now from the current labels and descriptions, as that version would have been, so a lead's edit reaches
+    the next training. (Versions built before their descriptions were recorded are taken as matching.)"""
     from .inference import head_for_version
 
     prior = model.versions.filter(type=ModelType.DESCRIBE_AND_CLASSIFY).order_by("-number").first()
     if prior is None:
         return None
-    if list(prior.labels) == list(model.labels):
+    current_descriptions = {label: (model.label_descriptions.get(label) or "").strip() for label in model.labels
+                            if (model.label_descriptions.get(label) or "").strip()}
+    built_with = (prior.details or {}).get("descriptions")
+    if list(prior.labels) == list(model.labels) and (built_with is None or built_with == current_descriptions):
         return head_for_version(prior)
     from .services import _zero_shot_build
 

@@ -18,7 +18,7 @@ from labeling.models import Dataset, DatasetStatus, Job, JobKind, JobStatus
 from labeling.selectors import label_distribution
 
 from . import inference, selectors, services
-from .models import ModelStatus
+from .models import ModelStatus, ModelType
 
 
 def _model_or_404(request, model_id: int):
@@ -227,5 +227,7 @@ def model_labels(request, model_id: int):
                                   + ("the training on the new label set (requested now) finishes."
                                      if training.exists() else "the model is trained on records with the new labels."))
     else:
-        messages.success(request, "Descriptions saved.")
+        # A trained model's version keeps its scores; the descriptions shape the next training's prior.
+        messages.success(request, "Descriptions saved." if updated.type == ModelType.DESCRIBE_AND_CLASSIFY else
+                         "Descriptions saved; the next training uses them for labels with few examples.")
     return redirect("model_detail", model_id=model.id)

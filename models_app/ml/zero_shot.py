@@ -202,6 +202,10 @@ def build_zero_shot_head(
         "name_templates": list(NAME_TEMPLATES),
         "label_phrases": phrases,
         "labels_with_description": described,
+        # What the label vectors were built from: a trainer using this head as its prior can tell whether the
+        # model's descriptions changed since.
+        "descriptions": {label: (descriptions.get(label) or "").strip() for label in labels
+                         if (descriptions.get(label) or "").strip()},
         "description_weight": DESCRIPTION_WEIGHT,
         "temperature": TEMPERATURE,
         "pool_size": int(len(pool)),

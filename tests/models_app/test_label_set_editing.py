@@ -359,3 +359,34 @@ def test_model_page_shows_record_counts_for_the_removal_confirmation(lead_user, 
     assert 'data-label-name="top_up_failed" data-records="3"' in page
     ClassificationModel.objects.filter(pk=model_id).update(status=ModelStatus.ARCHIVED)
     assert 'id="labels-form"' not in client.get(reverse("model_detail", args=[model_id])).content.decode()
+
+
+def test_edited_descriptions_reach_the_next_training_of_a_trained_model(lead_api, trained, monkeypatch,
+                                                                         django_capture_on_commit_callbacks):
+    """A trained model gets no new zero-shot version when a description changes; its next training builds the
+    prior from the current descriptions, and reuses the stored zero-shot version while nothing changed."""
+    from models_app import services
+    from models_app.inference import head_for_version
+
+    model_id = trained.id
+    builds = []
+    real_build = services._zero_shot_build
+    monkeypatch.setattr(services, "_zero_shot_build", lambda **kwargs: builds.append(kwargs) or real_build(**kwargs))
+
+    def train_once() -> ModelVersion:
+        with django_capture_on_commit_callbacks(execute=True):
+            response = lead_api.post(f"/v2/models/{model_id}/train", {"type": "active-learning"})
+        assert response.status_code == 202, response.content
+        return ClassificationModel.objects.get(pk=model_id).latest_version
+
+    unchanged = train_once()
+    assert builds == []  # the stored zero-shot version is the prior
+    assert head_for_version(unchanged).prior_head.details["descriptions"] == {
+        item["name"]: item["description"] for item in LABELS if item.get("description")}
+
+    new_text = "The customer asks which exchange rate was applied to a payment in another currency"
+    response = patch(lead_api, model_id, {"label_descriptions": {"exchange_rate": new_text}})
+    assert response.status_code == 200 and response.json()["version"] == unchanged.number
+    version = train_once()
+    assert len(builds) == 1 and builds[0]["descriptions"]["exchange_rate"] == new_text
+    assert head_for_version(version).prior_head.details["descriptions"]["exchange_rate"] == new_text
