@@ -253,11 +253,15 @@ def _train_and_store(*, job: Job, model: ClassificationModel) -> ModelVersion:
     if train_type == ModelType.FINE_TUNED:
         from .ml.fine_tuning import train_fine_tuned_head
 
+        prior = _prior_head(model)
+
         def make_head(v, y, texts):
-            return train_fine_tuned_head(labels=labels, texts=texts, vectors=v, y=y, seed=0, max_threads=1)
+            return train_fine_tuned_head(labels=labels, texts=texts, vectors=v, y=y, seed=0, max_threads=1,
+                                         prior_head=prior)
 
         head = train_fine_tuned_head(labels=labels, texts=train_texts, vectors=train_vectors, y=y_train, seed=0,
-                                     max_threads=1, progress=lambda p: _set_progress(job.id, 0.1 + 0.5 * float(p)))
+                                     max_threads=1, progress=lambda p: _set_progress(job.id, 0.1 + 0.5 * float(p)),
+                                     prior_head=prior)
     else:
         prior = _prior_head(model)
 
