@@ -50,17 +50,12 @@ def _check_ready(dataset) -> None:
 
 
 def _queue_scan(scan_id: int) -> None:
-    from models_app.models import DuplicateScan, ScanStatus
+    from models_app.models import DuplicateScan
+    from models_app.scans import queue_scan
 
     from .duplicates_tasks import scan_duplicates
 
-    try:
-        scan_duplicates.delay(scan_id)
-    except Exception:  # the broker is down: say so instead of leaving the scan queued forever
-        logger.exception("could not queue duplicate scan %s", scan_id)
-        DuplicateScan.objects.filter(pk=scan_id, status=ScanStatus.QUEUED).update(
-            status=ScanStatus.FAILED, finished_at=timezone.now(),
-            error="Could not queue the scan: the task queue is unreachable; try again later")
+    queue_scan(task=scan_duplicates, scan_model=DuplicateScan, scan_id=scan_id)
 
 
 def duplicate_scan_request(*, dataset, threshold: Decimal, retry_failed: bool = False):

@@ -20,6 +20,7 @@ from labelf_studio.api import ApiError, invalid_field
 from labeling.models import DatasetStatus, Record
 
 from .models import ClassificationModel, LabelIssue, LabelIssueScan, LabelIssueStatus, ModelStatus, ScanStatus
+from .scans import queue_scan
 
 logger = logging.getLogger("labelf.label_issues")
 
@@ -39,13 +40,7 @@ def _check_can_scan(model: ClassificationModel) -> None:
 def _queue_scan(scan_id: int) -> None:
     from .label_issue_tasks import scan_label_issues
 
-    try:
-        scan_label_issues.delay(scan_id)
-    except Exception:  # the broker is down: say so instead of leaving the scan queued forever
-        logger.exception("could not queue label-issue scan %s", scan_id)
-        LabelIssueScan.objects.filter(pk=scan_id, status=ScanStatus.QUEUED).update(
-            status=ScanStatus.FAILED, finished_at=timezone.now(),
-            error="Could not queue the scan: the task queue is unreachable; try again later")
+    queue_scan(task=scan_label_issues, scan_model=LabelIssueScan, scan_id=scan_id)
 
 
 def label_issue_scan_request(*, model: ClassificationModel, user=None) -> tuple[LabelIssueScan, bool]:
