@@ -7,7 +7,8 @@ macro-F1, expected calibration error (15 bins) and training time; then inference
 from other processes hits them equally). `--eval-speed` times evaluating one version on 100k records
 (metrics + threshold curve + ECE). Prints its figures and writes bench/results/model_types.json.
 
-    .venv/bin/python bench/model_types.py [--sizes 500 1000 full] [--latency-calls 300] [--eval-speed-only]
+    .venv/bin/python bench/model_types.py [--sizes 500 1000 full] [--subset-seeds 3] [--prior pool|names] [--latency-calls 300]
+        [--eval-speed-only] [--out PATH]
 
 Vectors come from the project's embedder (labeling.embeddings.embed_texts, int8 ONNX), or from
 sentence-transformers if that cannot be used; the JSON says which. They are cached under bench/.cache/.
@@ -44,11 +45,14 @@ RESULTS = ROOT / "bench" / "results" / "model_types.json"
 SEED = 0
 
 
-def zero_shot_head(labels, embed):
+def zero_shot_head(labels, embed, pool_vectors=None):
     try:
         from models_app.ml.zero_shot import build_zero_shot_head
 
-        return build_zero_shot_head(labels=labels, descriptions={}, embed=embed), "models_app.ml.zero_shot.build_zero_shot_head"
+        source = "models_app.ml.zero_shot.build_zero_shot_head (label names" + (
+            ", refined on the unlabeled train vectors, as the product refines it on the dataset)" if pool_vectors is not None
+            else ", no pool)")
+        return build_zero_shot_head(labels=labels, descriptions={}, embed=embed, pool_vectors=pool_vectors), source
     except ImportError:
         from scipy.special import softmax
 
@@ -142,6 +146,10 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["500", "1000", "full"])
     parser.add_argument("--latency-calls", type=int, default=300)
     parser.add_argument("--eval-speed-only", action="store_true")
+    parser.add_argument("--prior", choices=["pool", "names"], default="pool",
+                        help="describe-and-classify head (and prior of both trained types): refined on the unlabeled "
+                             "train vectors as in the product (default), or from the label names alone")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--subset-seeds", type=int, default=3, help="random label subsets per size below full")
     args = parser.parse_args()
 
@@ -165,7 +173,7 @@ def main() -> None:
     print("vectors:", embedder, flush=True)
     train_vectors = cached_vectors(embed, embedder, "banking77_train", train_texts)
     test_vectors = cached_vectors(embed, embedder, "banking77_test", test_texts)
-    zero_shot, zero_shot_source = zero_shot_head(labels, embed)
+    zero_shot, zero_shot_source = zero_shot_head(labels, embed, train_vectors if args.prior == "pool" else None)
     train_active_learning, active_learning_source = active_learning_trainer()
     results.update({"embedder": embedder, "describe_and_classify": zero_shot_source, "active_learning": active_learning_source,
                     "fine_tuned": "models_app.ml.fine_tuning.train_fine_tuned_head", "sizes": {}})
@@ -232,9 +240,9 @@ def main() -> None:
                                            for one in r["per_seed"]),
     }
     print("targets:", results["targets"])
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections import Counter
+from itertools import chain
 from typing import Callable, Sequence
 
 import numpy as np
@@ -121,11 +121,11 @@ class FineTunedHead:
         if len(texts) != vectors.shape[0]:
             raise ValueError(f"{vectors.shape[0]} vectors but {len(texts)} texts")
         if self._analyzers is None:
-            self._analyzers = (self.word_vectorizer.build_analyzer(), self.char_vectorizer.build_analyzer())
-        word_analyzer, char_analyzer = self._analyzers
+            self._analyzers = (NgramColumns(self.word_vectorizer), NgramColumns(self.char_vectorizer))
+        word_columns, char_columns = self._analyzers
         scores = (vectors @ self.embedding_coef).astype(np.float64)
-        scores += _tfidf_scores(texts, word_analyzer, self.word_vectorizer, self.word_coef)
-        scores += _tfidf_scores(texts, char_analyzer, self.char_vectorizer, self.char_coef)
+        scores += _tfidf_scores(texts, word_columns, self.word_vectorizer, self.word_coef)
+        scores += _tfidf_scores(texts, char_columns, self.char_vectorizer, self.char_coef)
         return scores + self.intercept
 
     def predict_proba(self, vectors: np.ndarray, texts: Sequence[str] | None = None) -> np.ndarray:
@@ -135,11 +135,17 @@ class FineTunedHead:
             return softmax(svm_scores / self.temperature, axis=1)
         combined = _combine(svm_scores / self.temperature, expert.logits(vectors, texts) / self.expert_temperature,
                             self.expert_weight)
-        return softmax(combined / self.combined_temperature, axis=1)
+        return np.exp(_log_softmax(combined / self.combined_temperature))
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    # Plain numpy: scipy's version costs more than the arithmetic for 8 rows, and this is the inference path.
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
 def _combine(svm_logits: np.ndarray, expert_logits: np.ndarray, weight: float) -> np.ndarray:
-    return (1.0 - weight) * log_softmax(svm_logits, axis=1) + weight * log_softmax(expert_logits, axis=1)
+    return (1.0 - weight) * _log_softmax(svm_logits) + weight * _log_softmax(expert_logits)
 
 
 def train_fine_tuned_head(*, labels: list[str], texts: list[str], vectors: np.ndarray, y: np.ndarray, seed: int = 0,
@@ -258,35 +264,75 @@ def _choose_expert_weight(svm_logits: np.ndarray, expert_logits: np.ndarray, y: 
     return best[1], best[2], losses
 
 
-def _tfidf_scores(texts: Sequence[str], analyzer, vectorizer: TfidfVectorizer, coef: np.ndarray) -> np.ndarray:
+class NgramColumns:
+    """The vocabulary columns of a text's n-grams, one per occurrence, as the fitted vectorizer counts them.
+
+    Character n-grams of `char_wb` never cross a word boundary, so a text's are the concatenation of its
+    words' (the text is lower-cased and split on whitespace, as the vectorizer does): each word's columns are
+    computed once and kept, up to WORD_CACHE_SIZE words per process. A domain's messages reuse a small
+    vocabulary, so at inference most words are already known and the Python n-gram loop (most of the head's
+    time) is skipped. Word n-grams (bigrams cross words) are looked up per text.
+    """
+
+    WORD_CACHE_SIZE = 20_000
+
+    def __init__(self, vectorizer: TfidfVectorizer):
+        self.analyzer = vectorizer.build_analyzer()
+        self.lookup = vectorizer.vocabulary_.get
+        self.per_word = (vectorizer.analyzer == "char_wb" and vectorizer.lowercase and vectorizer.preprocessor is None
+                         and vectorizer.strip_accents is None)
+        self.words: dict[str, np.ndarray] = {}
+
+    def _of(self, text: str) -> list[int]:
+        return [column for column in map(self.lookup, self.analyzer(text)) if column is not None]
+
+    def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(row, column) of every n-gram occurrence in `texts` that the vocabulary knows, rows ascending."""
+        lengths = []
+        if not self.per_word:
+            found = [self._of(text) for text in texts]
+            lengths = [len(columns) for columns in found]
+            columns = np.fromiter(chain.from_iterable(found), dtype=np.int64, count=sum(lengths))
+        else:
+            parts = []
+            for text in texts:
+                count = 0
+                for word in text.lower().split():
+                    word_columns = self.words.get(word)
+                    if word_columns is None:
+                        word_columns = np.asarray(self._of(word), dtype=np.int64)
+                        if len(self.words) < self.WORD_CACHE_SIZE:
+                            self.words[word] = word_columns
+                    parts.append(word_columns)
+                    count += len(word_columns)
+                lengths.append(count)
+            columns = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        return np.repeat(np.arange(len(texts)), lengths), columns
+
+
+def _tfidf_scores(texts: Sequence[str], columns_of: NgramColumns, vectorizer: TfidfVectorizer, coef: np.ndarray) -> np.ndarray:
     """`vectorizer.transform(texts) @ coef` (sublinear TF, IDF, L2 norm), computed directly.
 
     Equal to the scikit-learn product up to float rounding, but several times faster for a handful of
-    texts, because it skips the vectorizer's intermediate count matrix, sorting and validation: at 8 texts
-    per inference call that overhead, not the n-grams themselves, was most of the head's time.
+    texts: it skips the vectorizer's intermediate count matrix, sorting and validation, counts every text's
+    columns in one `np.unique`, and gathers only the coefficient rows the texts use.
     """
-    vocabulary, idf = vectorizer.vocabulary_, vectorizer.idf_
-    columns: list[int] = []
-    counts: list[int] = []
-    bounds = [0]
-    for text in texts:
-        for gram, count in Counter(analyzer(text)).items():
-            column = vocabulary.get(gram)
-            if column is not None:
-                columns.append(column)
-                counts.append(count)
-        bounds.append(len(columns))
+    idf = vectorizer.idf_
+    width = len(idf)
+    rows, columns = columns_of(texts)
     scores = np.zeros((len(texts), coef.shape[1]), dtype=np.float64)
-    if not columns:
+    if not len(columns):
         return scores
-    column_index = np.asarray(columns, dtype=np.int64)
-    weights = (1.0 + np.log(np.asarray(counts, dtype=np.float64))) * idf[column_index]
-    row_of = np.repeat(np.arange(len(texts)), np.diff(bounds))
-    norms = np.sqrt(np.bincount(row_of, weights=weights * weights, minlength=len(texts)))
-    weights /= norms[row_of]
-    # float32 like `coef`: mixed types would make scipy copy the whole coefficient matrix on every call.
-    features = sparse.csr_matrix((weights.astype(coef.dtype), column_index, np.asarray(bounds)), shape=(len(texts), coef.shape[0]))
-    return features @ coef
+    # One key per (text, column): its count is the term frequency; keys come out sorted by text.
+    keys, counts = np.unique(rows * width + columns, return_counts=True)
+    rows, columns = keys // width, keys % width
+    weights = (1.0 + np.log(counts)) * idf[columns]
+    weights /= np.sqrt(np.bincount(rows, weights=weights * weights, minlength=len(texts)))[rows]
+    # float32 like `coef`: gathering its rows in another type would copy them.
+    contributions = coef[columns] * weights.astype(coef.dtype)[:, None]
+    present = np.flatnonzero(np.bincount(rows, minlength=len(texts)))
+    scores[present] = np.add.reduceat(contributions, np.searchsorted(rows, present), axis=0)
+    return scores
 
 
 def _fit(labels: list[str], texts: list[str], vectors: np.ndarray, y: np.ndarray, seed: int) -> FineTunedHead:

@@ -216,3 +216,37 @@ def test_heads_pickled_before_the_vector_expert_predict_with_the_svm_alone():
     test_texts, test_vectors, _ = product_dataset(20, seed=6)
     expected = np.exp(head.decision_scores(test_vectors, test_texts) / head.temperature)
     np.testing.assert_allclose(old.predict_proba(test_vectors, test_texts), expected / expected.sum(axis=1, keepdims=True))
+
+
+def test_ngram_scoring_equals_the_vectorizers_own_product():
+    """The inference path counts n-grams itself (per word, cached, for character n-grams): it must give exactly
+    what scikit-learn's transform followed by the product gives, whatever the spacing, case or script."""
+    import csv
+    from pathlib import Path
+
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from models_app.ml.fine_tuning import NgramColumns, _tfidf_scores
+
+    training = ["My card has not arrived yet", "Why was I charged a fee?", "exchange rate for EUR to GBP",
+                "top-up failed again!!", "Où est ma carte ?", "カードが届きません", "pin blocked", "a b c"] * 3
+    odd = ["", "   ", "x", "CARD   arrived\tyet\n", "İstanbul ﬁne straße", "no known words at all: qqq zzz",
+           "fee fee fee fee", "a", "Top-Up  FAILED", "ÉCHANGE rate €"]
+    banking77 = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "banking77" / "test.csv"
+    if banking77.exists():
+        with open(banking77, newline="", encoding="utf-8") as handle:
+            odd += [row["text"] for row in csv.DictReader(handle)][:400]
+    rng = np.random.default_rng(0)
+    for vectorizer in (TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, dtype=np.float32),
+                       TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, dtype=np.float32)):
+        vectorizer.fit(training + odd[:40])
+        coef = rng.normal(size=(len(vectorizer.vocabulary_), 5)).astype(np.float32)
+        columns = NgramColumns(vectorizer)
+        assert columns.per_word == (vectorizer.analyzer == "char_wb")
+        for start in range(0, len(odd), 8):
+            batch = odd[start:start + 8]
+            expected = (vectorizer.transform(batch) @ coef).astype(np.float64)
+            np.testing.assert_allclose(_tfidf_scores(batch, columns, vectorizer, coef), expected, rtol=1e-4, atol=1e-5)
+        # A second pass reads the cached words and must not change anything.
+        np.testing.assert_allclose(_tfidf_scores(odd[:8], columns, vectorizer, coef),
+                                   (vectorizer.transform(odd[:8]) @ coef), rtol=1e-4, atol=1e-5)
