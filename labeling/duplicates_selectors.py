@@ -12,13 +12,13 @@ def groups_page(*, scan, offset: int, limit: int, shown: int = RECORDS_SHOWN_PER
     records with text, label and whether they are excluded (one query for the whole page)."""
     groups = scan.groups[offset:offset + limit] if scan.groups else []
     wanted = [record_id for group in groups for record_id in group[:shown]]
-    records = {r.id: r for r in Record.objects.filter(id__in=wanted).only("id", "text", "label", "excluded", "split")}
+    records = {r.id: r for r in Record.objects.filter(id__in=wanted).only("id", "row_index", "text", "label", "excluded", "split")}
     page = []
     for i, group in enumerate(groups):
         members = [records[record_id] for record_id in group[:shown] if record_id in records]
         page.append({
             "index": offset + i, "size": len(group), "record_ids": list(group),
-            "records": [{"id": r.id, "text": r.text, "label": r.label, "excluded": r.excluded, "split": r.split}
+            "records": [{"id": r.id, "row_index": r.row_index, "text": r.text, "label": r.label, "excluded": r.excluded, "split": r.split}
                         for r in members],
             "excluded": _excluded_count(group) if len(group) > shown else sum(1 for r in members if r.excluded),
         })

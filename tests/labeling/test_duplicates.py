@@ -68,6 +68,7 @@ def test_groups_near_and_exact_duplicates_largest_first(dataset, rows, scanned, 
     first = scanned["data"][0]
     assert first["index"] == 0 and first["size"] == 3 and first["excluded"] == 0
     assert [r["text"] for r in first["records"]] == [TEXTS[2], TEXTS[3], TEXTS[4]]
+    assert [r["row_index"] for r in first["records"]] == [2, 3, 4]  # the row numbers the dataset page shows
     # Cached: any role reads the same scan without computing it again.
     again = annotator_api.get(f"/v2/datasets/{dataset.id}/duplicates", {"limit": 1, "offset": 1})
     assert again.status_code == 200 and groups_of(again.json(), rows) == [[0, 1]] and again.json()["has_more"] is False
