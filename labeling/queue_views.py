@@ -8,6 +8,7 @@ API needs a key) and the same services as the API.
 from __future__ import annotations
 
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.urls import reverse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -161,7 +162,16 @@ def _curve_svg_points(points: list[dict], width: int = 320, height: int = 120) -
         return " ".join(f"{round(10 + (width - 20) * p['labels'] / most, 1)},{round(height - 10 - (height - 20) * (p[key] or 0), 1)}"
                         for p in usable)
 
-    return {"width": width, "height": height, "accuracy": line("accuracy"), "f1": line("f1_macro"), "max_labels": most}
+    def dots(key):  # a marker per version: versions trained on the same labels would otherwise draw no line
+        return [{"x": round(10 + (width - 20) * p["labels"] / most, 1), "y": round(height - 10 - (height - 20) * (p[key] or 0), 1),
+                 "title": f"version {p['version']}: {p[key]:.3f} at {p['labels']} labels"} for p in usable]
+
+    return {"width": width, "height": height, "accuracy": line("accuracy"), "f1": line("f1_macro"), "max_labels": most,
+            "accuracy_dots": dots("accuracy"), "f1_dots": dots("f1_macro")}
+
+
+# Below this many evaluation records, a version's accuracy moves by several points with each record.
+FEW_EVALUATION_RECORDS = 30
 
 
 def _training_context(request: HttpRequest, model: ClassificationModel, message: str = "", error: str = "") -> dict:
@@ -171,7 +181,12 @@ def _training_context(request: HttpRequest, model: ClassificationModel, message:
     active = (Job.objects.filter(model=model, kind=JobKind.TRAIN, status__in=[JobStatus.QUEUED, JobStatus.RUNNING])
               .order_by("created_at").first())
     last = Job.objects.filter(model=model, kind=JobKind.TRAIN).order_by("-created_at", "-id").first()
+    newest_point = points[-1] if points else None
+    few_evaluation = (newest_point if newest_point and newest_point.get("evaluation") == "holdout"
+                      and newest_point.get("evaluated_on") is not None
+                      and newest_point["evaluated_on"] < FEW_EVALUATION_RECORDS else None)
     return {"model": model, "points": points, "svg": _curve_svg_points(points), "stability": stability,
+            "few_evaluation": few_evaluation,
             "active_job": active, "last_job": last, "message": message, "error": error,
             "is_lead": role_at_least(request.membership.role, "lead"), "labeled_total": queue.labeled_total_for(model=model)}
 
@@ -200,4 +215,12 @@ def training_panel(request: HttpRequest, model_id: int):
         return _render_training(request, _training_context(request, model, message=message))
     if request.method != "GET":
         return HttpResponse(status=405)
-    return _render_training(request, _training_context(request, model))
+    context = _training_context(request, model)
+    response = _render_training(request, context)
+    # The panel polls while a job runs (`?polling=<job id>`). When that job has finished, the model page's other
+    # parts (type, version, metrics, try-it box) are stale: reload the page once. The labeling page only swaps
+    # the panel: an annotator's record must not be reloaded away.
+    if (request.htmx and request.GET.get("polling") and context["active_job"] is None
+            and request.htmx.current_url_abs_path == reverse("model_detail", args=[model.id])):
+        response["HX-Refresh"] = "true"
+    return response

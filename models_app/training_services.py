@@ -299,7 +299,8 @@ def _train_and_store(*, job: Job, model: ClassificationModel) -> ModelVersion:
         "training": {"type": train_type, "job_id": job.id, "per_class": per_class, "evaluation_labels": len(held_out)},
         "learning_curve": {"labels": len(train) + len(held_out), "training_examples": len(train),
                            "accuracy": metrics["accuracy"] if metrics else None,
-                           "f1_macro": metrics["f1_macro"] if metrics else None, "evaluation": evaluation},
+                           "f1_macro": metrics["f1_macro"] if metrics else None, "evaluation": evaluation,
+                           "evaluated_on": (len(held_out) if evaluation == "holdout" else len(train)) if metrics else None},
         "head": getattr(head, "details", None) or {},
     }
     with transaction.atomic():

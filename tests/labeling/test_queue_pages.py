@@ -158,3 +158,29 @@ def test_a_large_label_set_gets_a_filter_box_instead_of_keys(workspace, annotato
     buttons = html[html.index('id="label-buttons"'):html.index('data-action="skip"')]
     assert "<kbd>" not in buttons and 'class="label-buttons label-list-long"' in html
     assert 'data-key="s"' not in html and 'data-key="u"' not in html  # the command keys stay free
+
+
+def test_training_panel_says_how_many_records_measured_a_version_and_reloads_the_model_page_when_done(
+        model, lead_user, django_capture_on_commit_callbacks):
+    records = list(Record.objects.filter(dataset=model.dataset).order_by("row_index")[:15])
+    for i, record in enumerate(records):
+        Record.objects.filter(pk=record.pk).update(label=model.labels[i % 3])
+    Record.objects.filter(pk__in=[r.pk for r in records[12:]]).update(split="evaluation")  # a holdout of 3
+    lead = browser(lead_user)
+    with django_capture_on_commit_callbacks(execute=True):
+        lead.post(f"/models/{model.id}/training/", {"type": "active-learning"}, HTTP_HX_REQUEST="true")
+    job = Job.objects.get(kind="train")
+    model_page = f"http://testserver/models/{model.id}/"
+
+    polled = lead.get(f"/models/{model.id}/training/", {"polling": job.id}, HTTP_HX_REQUEST="true",
+                      HTTP_HX_CURRENT_URL=model_page)
+    html = polled.content.decode()
+    assert "holdout · 3 records" in html and 'id="few-evaluation"' in html and "only 3 evaluation" in html
+    assert "<circle" in html  # one marker per version, visible even when versions share a label count
+    # The job it was polling has finished: the model page reloads once to show the new version everywhere...
+    assert polled.headers.get("HX-Refresh") == "true"
+    # ...but not the labeling page (an annotator's record stays), nor a panel that was not polling a job.
+    on_label_page = lead.get(f"/models/{model.id}/training/", {"polling": job.id}, HTTP_HX_REQUEST="true",
+                             HTTP_HX_CURRENT_URL=f"http://testserver/models/{model.id}/label/")
+    first_load = lead.get(f"/models/{model.id}/training/", HTTP_HX_REQUEST="true", HTTP_HX_CURRENT_URL=model_page)
+    assert "HX-Refresh" not in on_label_page.headers and "HX-Refresh" not in first_load.headers
