@@ -146,10 +146,13 @@ def model_page(*, model: ClassificationModel) -> dict:
                      .values_list("row_index", "text"))
         sample = [{**row, "text": texts.get(row["row_index"], "")} for row in summary["sample"]]
     metrics = version.metrics if version else None
-    per_class = sorted(metrics.get("per_class", {}).items()) if metrics else []
+    # Labels the evaluation records carry come first; the others have no support (their zeros say nothing).
+    per_class = sorted((metrics.get("per_class") or {}).items(), key=lambda item: (bool(item[1].get("no_support")), item[0])) \
+        if metrics else []
+    unsupported = sum(1 for _, row in per_class if row.get("no_support"))
     return {
         "model": model, "object": model_to_dict(model), "version": version, "labels": labels, "summary": summary,
-        "sample": sample, "metrics": metrics, "per_class": per_class,
+        "sample": sample, "metrics": metrics, "per_class": per_class, "unsupported_labels": unsupported,
         "versions": list(versions_for_model(model=model).defer("threshold_curve", "details", "summary")),
         "events": list(deployment_events(model=model)),
     }

@@ -221,3 +221,22 @@ def test_lead_edits_descriptions_and_gets_a_new_zero_shot_version(lead_user, ann
     # Annotators see the descriptions but cannot change them.
     assert 'name="label_description"' not in browser(annotator_user).get(reverse("model_detail", args=[model.id])).content.decode()
     assert browser(annotator_user).post(reverse("model_labels", args=[model.id]), new).status_code == 403
+
+
+def test_model_page_lists_labels_without_evaluation_records_apart(annotator_user, model):
+    """Zeros for a label no evaluation record carries say nothing: the page names those labels instead of
+    showing them as 0.000 rows among the measured ones."""
+    from models_app.models import ModelVersion
+
+    names = [label["name"] for label in LABELS]
+    measured = {"precision": 0.75, "recall": 0.6, "f1": 0.666667, "support": 5}
+    empty = {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0, "no_support": True}
+    metrics = {"accuracy": 0.8, "f1_macro": 0.7, "evaluated_on": 5, "evaluation": "holdout",
+               "per_class": {names[0]: empty, names[1]: measured, names[2]: empty, names[3]: measured}}
+    ModelVersion.objects.filter(pk=model.latest_version.pk).update(metrics=metrics)
+    html = browser(annotator_user).get(reverse("model_detail", args=[model.id])).content.decode()
+    table = html[html.index("<h2>Evaluation</h2>"):html.index('id="unsupported-labels"')]
+    assert f">{names[1]}<" in table and f">{names[3]}<" in table and "0.750" in table
+    assert names[0] not in table and names[2] not in table
+    note = html[html.index('id="unsupported-labels"'):]
+    assert "2 labels with no evaluation record" in note and names[0] in note and names[2] in note
