@@ -64,3 +64,20 @@ def test_seed_demo_makes_a_describe_and_classify_model_for_the_shipped_demo_data
     call_command("seed_demo", "--dataset-file", str(shipped), stdout=io.StringIO())
     assert ClassificationModel.objects.filter(name="Contact reason (demo)").count() == 1
     assert demo_dataset_path().exists()
+
+
+def test_seed_demo_imports_banking77_without_its_answers(tmp_path, settings):
+    """The gold `category` column would show beside every record on the labeling page: the demo imports the
+    texts only (from a copy under var/, the project ships no Banking77 data)."""
+    from labeling.models import Dataset, Record
+
+    settings.VAR_DIR = tmp_path / "var"
+    banking77 = tmp_path / "banking77"
+    banking77.mkdir()
+    (banking77 / "train.csv").write_text("text,category\nMy card has not arrived,card_arrival\n"
+                                         "What rate do you use?,exchange_rate\n")
+    call_command("seed_demo", "--dataset-file", str(banking77 / "train.csv"), stdout=io.StringIO())
+    dataset = Dataset.objects.get(name="Customer messages (demo)")
+    records = list(Record.objects.filter(dataset=dataset).order_by("row_index"))
+    assert [r.text for r in records] == ["My card has not arrived", "What rate do you use?"]
+    assert all(not r.metadata and r.label is None for r in records)

@@ -26,6 +26,23 @@ def demo_dataset_path() -> Path:
     return shared if shared.exists() else settings.BASE_DIR / "labeling" / "demo_data" / "customer_messages.csv"
 
 
+def _without_answers(path: Path) -> Path:
+    """Banking77's `category` column is the gold label: imported, it would become metadata shown beside every
+    record on the labeling page, answering the question the demo asks. The demo imports its texts only, from
+    a copy written under var/ (the project ships no Banking77 data)."""
+    if path.parent.name != "banking77":
+        return path
+    import csv
+
+    texts_only = Path(settings.VAR_DIR) / "demo" / f"{path.stem}_texts.csv"
+    texts_only.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, newline="", encoding="utf-8") as source, open(texts_only, "w", newline="", encoding="utf-8") as target:
+        writer = csv.writer(target)
+        writer.writerow(["text"])
+        writer.writerows([row["text"]] for row in csv.DictReader(source))
+    return texts_only
+
+
 def demo_label_descriptions(dataset_path: Path) -> dict[str, str] | None:
     """The demo model's labels for the two known demo datasets (our own one-line descriptions); None otherwise."""
     if dataset_path.name == "customer_messages.csv":
@@ -75,8 +92,8 @@ class Command(BaseCommand):
             return f"Demo dataset: {existing.name} ({existing.status}, {existing.record_count} records)"
         # Imported and embedded here, once, with progress bars, so the demo model can be made at once.
         self.stdout.write(f"Importing the demo dataset {path.name} (first run only)...")
-        call_command("import_dataset", str(path), "--workspace", str(workspace.id), "--name", DEMO_DATASET_NAME,
-                     stdout=self.stdout)
+        call_command("import_dataset", str(_without_answers(path)), "--workspace", str(workspace.id),
+                     "--name", DEMO_DATASET_NAME, stdout=self.stdout)
         dataset = Dataset.objects.get(workspace=workspace, name=DEMO_DATASET_NAME)
         return f"Demo dataset: {dataset.name} ({dataset.status}, {dataset.record_count} records)"
 
