@@ -370,8 +370,8 @@ def stability(*, model: ClassificationModel, new_head, new_type: str) -> dict:
 def learning_curve(*, model: ClassificationModel) -> list[dict]:
     """One point per trained version: labels, accuracy, macro-F1 and what they were measured on."""
     points = []
-    for number, details in model.versions.order_by("number").values_list("number", "details"):
+    for number, kind, details in model.versions.order_by("number").values_list("number", "type", "details"):
         point = (details or {}).get("learning_curve")
         if point:
-            points.append({"version": number, **point})
+            points.append({"version": number, "type": kind, **point})
     return points

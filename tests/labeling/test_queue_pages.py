@@ -175,7 +175,7 @@ def test_training_panel_says_how_many_records_measured_a_version_and_reloads_the
     polled = lead.get(f"/models/{model.id}/training/", {"polling": job.id}, HTTP_HX_REQUEST="true",
                       HTTP_HX_CURRENT_URL=model_page)
     html = polled.content.decode()
-    assert "holdout · 3 records" in html and 'id="few-evaluation"' in html and "only 3 evaluation" in html
+    assert "<td>active-learning</td>" in html and "holdout · 3 records" in html and 'id="few-evaluation"' in html and "only 3 evaluation" in html
     assert "<circle" in html  # one marker per version, visible even when versions share a label count
     # The job it was polling has finished: the model page reloads once to show the new version everywhere...
     assert polled.headers.get("HX-Refresh") == "true"
