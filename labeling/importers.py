@@ -217,7 +217,10 @@ CSV_DELIMITERS = (",", ";", "\t", "|")
 
 
 def _header_delimiter(header_line: str, text_column: str = TEXT_COLUMN) -> str:
-    """The delimiter that makes the header hold the text column; "," when none does (the error then names the columns)."""
+    """The delimiter that makes the header hold the text column. When none does, the one that splits the header
+    into the most columns ("," on a tie), so the error names the file's real columns ("message, topic") for
+    the user to map, not one run-together "message;topic"."""
+    widest, widest_count = ",", 0
     for delimiter in CSV_DELIMITERS:
         try:
             cells = next(csv.reader([header_line], delimiter=delimiter))
@@ -225,7 +228,9 @@ def _header_delimiter(header_line: str, text_column: str = TEXT_COLUMN) -> str:
             continue
         if any(cell.strip().lower() == text_column.lower() for cell in cells):
             return delimiter
-    return ","
+        if len(cells) > widest_count:
+            widest, widest_count = delimiter, len(cells)
+    return widest
 
 
 class DatasetParser:

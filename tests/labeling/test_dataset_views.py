@@ -103,6 +103,9 @@ def test_a_file_without_a_text_column_opens_the_column_fields(lead):
     assert response.status_code == 400 and "found columns: message, category" in page
     assert '<details open id="column-mapping">' in page
     assert "Columns named differently?" in page and "choose the file again" in page
+    # A ";"-separated file without a text column: the columns are named one by one, not as one run-together name.
+    response = lead.post("/datasets/upload/", {"name": "Tickets", "file": named_file(b"message;topic;source\nhi;a;chat\n", "t.csv")})
+    assert response.status_code == 400 and "found columns: message, topic, source" in response.content.decode()
     page = lead.get("/datasets/").content.decode()
     assert '<details id="column-mapping">' in page  # folded away on a plain visit
     # JSONL has no header; its first record is checked at once, with the same hint.
