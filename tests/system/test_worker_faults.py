@@ -56,11 +56,13 @@ def _published_progress(dataset_id: int) -> float:
     return _published_import_progress(dataset_id) or 0.0
 
 
-def _mid_import(dataset_id: int, job_id: int, attempt: int) -> float | None:
-    """The import's progress once attempt `attempt` has published at least a fifth (else None)."""
+def _mid_import(dataset_id: int, job_id: int, attempt: int, *, or_later: bool = False) -> float | None:
+    """The import's progress once attempt `attempt` (or, with `or_later`, any later one) has published at least
+    a fifth (else None)."""
     job = Job.objects.get(pk=job_id)
     name = progress_file_name(dataset_id)
-    if job.status != "running" or job.attempts != attempt or not default_storage.exists(name):
+    right_attempt = job.attempts >= attempt if or_later else job.attempts == attempt
+    if job.status != "running" or not right_attempt or not default_storage.exists(name):
         return None
     if default_storage.get_modified_time(name) <= job.started_at:  # still the killed attempt's file
         return None
@@ -77,7 +79,9 @@ def test_import_of_200k_rows_killed_twice_midway_completes_exactly_once(start_wo
     upload = io.BytesIO(_big_csv())
     upload.name = "orders.csv"
     # Embedding 200k rows is not what this test is about: one chunk per 100k rows keeps the follow-up small.
-    env = {**fast_job_liveness, "LABELF_EMBEDDING_CHUNK_SIZE": "100000"}
+    # A heartbeat stale after 12 s rather than 4: a new pool process on a loaded machine can take several
+    # seconds to receive the redelivered task, and step 1 is about a *fresh* heartbeat refusing it.
+    env = {**fast_job_liveness, "LABELF_JOB_STALE_SECONDS": "12", "LABELF_EMBEDDING_CHUNK_SIZE": "100000"}
     first = start_worker(pool="prefork", env=env)
     response = lead.upload("/v2/datasets", {"name": "orders", "file": upload})
     assert response.status_code == 202, response.content
@@ -91,19 +95,21 @@ def test_import_of_200k_rows_killed_twice_midway_completes_exactly_once(start_wo
     assert len(children) == 1, children
     os.kill(children[0], 9)
     assert Record.objects.filter(dataset_id=dataset_id).count() == 0  # its transaction never committed
-    # The redelivered task found a live heartbeat and left the job alone: still the first attempt. On a
-    # loaded machine the new pool process can take longer than JOB_STALE_SECONDS (4 s here) to receive it;
-    # the heartbeat is stale by then and the claim rightly takes the job over as attempt 2. Either way the
-    # job is never run by two attempts at once, which is what the rest of the test holds it to.
+    # The redelivered task found a live heartbeat and left the job alone: still the first attempt. On a very
+    # loaded machine the new pool process can take longer than JOB_STALE_SECONDS to receive it; the heartbeat
+    # is stale by then and the claim rightly takes the job over as attempt 2. Either way the job is never run
+    # by two attempts at once, which is what the rest of the test holds it to.
     wait_for(lambda: first.log_path.read_text().count("Task labeling.dataset_import[") >= 3, timeout=30,
              message="the task to come back to the surviving worker")
     assert Job.objects.get(pk=job.id).attempts in (1, 2)
 
     # 2. A worker with beat: the sweeper re-queues the job once its heartbeat is stale; mid-way through
-    # that second attempt every worker is killed.
+    # that second attempt every worker is killed. (On a loaded machine a heartbeat can miss the test's 4 s and
+    # the sweeper takes the job over once more: any attempt after the first will do.)
     second = start_worker(beat=True, env=env)
-    wait_for(lambda: _mid_import(dataset_id, job.id, attempt=2), timeout=120, interval=0.02,
-             message="the second attempt to get a fifth of the way")
+    wait_for(lambda: _mid_import(dataset_id, job.id, attempt=2, or_later=True), timeout=180, interval=0.02,
+             message="a later attempt to get a fifth of the way")
+    killed_attempt = Job.objects.get(pk=job.id).attempts
     first.kill()
     second.kill()
     assert Record.objects.filter(dataset_id=dataset_id).count() == 0
@@ -112,7 +118,7 @@ def test_import_of_200k_rows_killed_twice_midway_completes_exactly_once(start_wo
     start_worker(beat=True, env=env)
     done = wait_for(lambda: _finished(job.id), timeout=180, message="the import to finish after the kills")
     assert done.status == "succeeded", done.error
-    assert done.attempts == 3  # two killed attempts and the one that finished
+    assert done.attempts >= killed_attempt + 1  # the killed attempts, then the one that finished
     dataset = Dataset.objects.get(pk=dataset_id)
     records = Record.objects.filter(dataset_id=dataset_id)
     assert dataset.record_count == ROWS == records.count()
