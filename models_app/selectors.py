@@ -93,16 +93,6 @@ def model_to_dict(model: ClassificationModel) -> dict:
     }
 
 
-def label_record_counts(*, model: ClassificationModel) -> dict[str, int]:
-    """Records of the model's dataset that carry each of its labels (both splits; labels without records absent)."""
-    from django.db.models import Count
-
-    from labeling.models import Record
-
-    records = Record.objects.filter(dataset_id=model.dataset_id, label__in=list(model.labels))
-    return dict(records.values_list("label").annotate(n=Count("id")).values_list("label", "n"))
-
-
 def versions_for_model(*, model: ClassificationModel) -> QuerySet[ModelVersion]:
     return model.versions.order_by("-number")
 

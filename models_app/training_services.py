@@ -213,14 +213,14 @@ def _prior_head(model: ClassificationModel):
     now from the current labels and descriptions, as that version would have been, so a lead's edit reaches
     the next training. (Versions built before their descriptions were recorded are taken as matching.)"""
     from .inference import head_for_version
+    from .ml.zero_shot import descriptions_used
 
     prior = model.versions.filter(type=ModelType.DESCRIBE_AND_CLASSIFY).order_by("-number").first()
     if prior is None:
         return None
-    current_descriptions = {label: (model.label_descriptions.get(label) or "").strip() for label in model.labels
-                            if (model.label_descriptions.get(label) or "").strip()}
     built_with = (prior.details or {}).get("descriptions")
-    if list(prior.labels) == list(model.labels) and (built_with is None or built_with == current_descriptions):
+    current = descriptions_used(model.labels, model.label_descriptions)
+    if list(prior.labels) == list(model.labels) and (built_with is None or built_with == current):
         return head_for_version(prior)
     from .services import _zero_shot_build
 
@@ -250,10 +250,9 @@ def _train_and_store(*, job: Job, model: ClassificationModel) -> ModelVersion:
     train_texts = _texts([rid for rid, _, _ in train]) if needs_texts else None
     _set_progress(job.id, 0.1)
 
+    prior = _prior_head(model)  # both types start from what the label descriptions say
     if train_type == ModelType.FINE_TUNED:
         from .ml.fine_tuning import train_fine_tuned_head
-
-        prior = _prior_head(model)
 
         def make_head(v, y, texts):
             return train_fine_tuned_head(labels=labels, texts=texts, vectors=v, y=y, seed=0, max_threads=1,
@@ -263,8 +262,6 @@ def _train_and_store(*, job: Job, model: ClassificationModel) -> ModelVersion:
                                      max_threads=1, progress=lambda p: _set_progress(job.id, 0.1 + 0.5 * float(p)),
                                      prior_head=prior)
     else:
-        prior = _prior_head(model)
-
         def make_head(v, y, texts):
             return train_active_learning_head(labels=labels, vectors=v, y=y, prior_head=prior, seed=0, max_threads=1)
 

@@ -99,7 +99,9 @@ SUMMARY_OVERDUE = timedelta(minutes=30)
 def _label_editor_rows(model, rows: list[dict] | None = None) -> list[dict]:
     """The model page's label editor: the model's labels, or the rows a lead posted (kept when saving failed).
     A label the model has keeps its name and carries its record count, for the removal's confirmation."""
-    counts = selectors.label_record_counts(model=model)
+    from labeling.queue import labeled_counts
+
+    counts = dict(zip(model.labels, labeled_counts(model=model, split=None).tolist()))  # both splits
     if rows is None:
         rows = [{"name": name, "description": model.label_descriptions.get(name, "")} for name in model.labels]
     return [{**row, "existing": row["name"] in model.labels, "records": counts.get(row["name"], 0)} for row in rows]

@@ -19,7 +19,7 @@ were measured too and rejected there (too slow to train on CPU / less accurate).
 A second expert works on the vectors alone: logistic regression anchored on the describe-and-classify
 head's log-probabilities (models_app/ml/anchored.py), which keeps what the label descriptions know where
 labels are few. The two are combined log-linearly, `(1 − w) log p_svm + w log p_anchored`, with w chosen
-from WEIGHTS by the out-of-fold log-likelihood (the same folds as the calibration), then temperature-scaled
+from EXPERT_WEIGHTS by the out-of-fold log-likelihood (the same folds as the calibration), then temperature-scaled
 once more. With few labels per class the anchored expert carries the head (the SVM alone was 1 point below
 the active-learning head at 500 Banking77 labels); with many, the n-grams do. w = 0 is exactly the SVM.
 
@@ -36,7 +36,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 from scipy import sparse
-from scipy.special import log_softmax, softmax
+from scipy.special import softmax
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.model_selection import StratifiedKFold
 from sklearn.svm import LinearSVC
@@ -219,10 +219,11 @@ def train_fine_tuned_head(*, labels: list[str], texts: list[str], vectors: np.nd
     report(1.0)
 
     raw_proba = softmax(out_of_fold_scores, axis=1)
-    calibrated_proba = softmax(out_of_fold_scores / temperature, axis=1)
     if weight > 0.0:
         calibrated_proba = softmax(_combine(out_of_fold_scores / temperature, out_of_fold_expert / expert_temperature,
                                             weight) / combined_temperature, axis=1)
+    else:
+        calibrated_proba = softmax(out_of_fold_scores / temperature, axis=1)
     head.temperature = temperature
     head.out_of_fold_proba = calibrated_proba
     head.details.update({
@@ -257,7 +258,7 @@ def _choose_expert_weight(svm_logits: np.ndarray, expert_logits: np.ndarray, y: 
     for weight in EXPERT_WEIGHTS:
         combined = _combine(svm_logits, expert_logits, weight)
         temperature = fit_temperature(combined, y, logits=True)
-        loss = float(-log_softmax(combined / temperature, axis=1)[rows, y].mean()) if len(y) else 0.0
+        loss = float(-_log_softmax(combined / temperature)[rows, y].mean()) if len(y) else 0.0
         losses[str(weight)] = round(loss, 5)
         if loss < best[0] - 1e-9:
             best = (loss, weight, temperature)

@@ -58,6 +58,11 @@ def label_phrase(name: str) -> str:
     return re.sub(r"\s+", " ", spaced).strip().lower() or name.strip()
 
 
+def descriptions_used(labels: Sequence[str], descriptions: dict[str, str]) -> dict[str, str]:
+    """The labels' non-blank descriptions, stripped: what label vectors are built from (a blank one means the name alone)."""
+    return {label: text for label in labels if (text := (descriptions.get(label) or "").strip())}
+
+
 def _normalise_rows(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return matrix / np.maximum(norms, 1e-12)
@@ -100,9 +105,10 @@ def _label_vectors(labels: list[str], descriptions: dict[str, str], embed: Calla
     name_vectors = _normalise_rows(np.asarray(embed(name_texts), dtype=np.float32))
     vectors = _normalise_rows(name_vectors.reshape(len(NAME_TEMPLATES), len(labels), -1).mean(axis=0))
 
-    described = [i for i, label in enumerate(labels) if (descriptions.get(label) or "").strip()]
+    used = descriptions_used(labels, descriptions)
+    described = [i for i, label in enumerate(labels) if label in used]
     if described:
-        description_texts = [descriptions[labels[i]].strip() for i in described]
+        description_texts = [used[labels[i]] for i in described]
         description_vectors = _normalise_rows(np.asarray(embed(description_texts), dtype=np.float32))
         vectors[described] = _normalise_rows(vectors[described] + DESCRIPTION_WEIGHT * description_vectors)
     return vectors, phrases, len(described)
@@ -204,8 +210,7 @@ def build_zero_shot_head(
         "labels_with_description": described,
         # What the label vectors were built from: a trainer using this head as its prior can tell whether the
         # model's descriptions changed since.
-        "descriptions": {label: (descriptions.get(label) or "").strip() for label in labels
-                         if (descriptions.get(label) or "").strip()},
+        "descriptions": descriptions_used(labels, descriptions),
         "description_weight": DESCRIPTION_WEIGHT,
         "temperature": TEMPERATURE,
         "pool_size": int(len(pool)),
