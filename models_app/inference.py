@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 from django.core.files.storage import default_storage
 
-from .ml.artifacts import Head, load_head
+from .ml.artifacts import Head, load_head, predict_texts
 
 # Heads are small (a zero-shot head is labels x 384 floats, a fine-tuned one a few MB of n-gram weights);
 # a few dozen cover every model a process is likely to serve, and the bound keeps a long-lived process
@@ -81,7 +81,7 @@ def predict(*, head: Head, texts: Sequence[str], threshold: float) -> list[dict]
     from labeling.embeddings import embed_texts
 
     texts = list(texts)
-    proba = head.predict_proba(embed_texts(texts), texts=texts)
+    proba = predict_texts(head, texts, embed_texts)
     labels = head.labels
     predictions = []
     for row in proba:

@@ -1,6 +1,7 @@
 """POST /v2/models/{id}/train and the train job's faults: absorbing, failures, redelivery."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from django.utils import timezone
 
@@ -221,3 +222,41 @@ def test_two_leads_pressing_train_at_once_get_one_job(workspace):
             thread.join()
     assert len(job_ids) == 2 and job_ids[0] == job_ids[1]
     assert Job.objects.filter(model=model, kind="train").count() == 1
+
+
+def test_a_fine_tuned_model_answers_texts_its_words_decide_without_embedding_them(workspace, lead_api, admin_api,
+                                                                                   monkeypatch,
+                                                                                   django_capture_on_commit_callbacks):
+    """The fine-tuned version's text stage: through the inference API, texts whose words settle the label are
+    answered from their n-grams, and only the others reach the sentence encoder."""
+    from tests.training.helpers import make_dataset, make_model, normalised
+
+    products = {"router": ["Zyntrax", "Qorvel"], "billing": ["Plumbix", "Vantrel"], "app": ["Kestrio", "Dromfy"]}
+    templates = ["my {} is not working", "question about {} please", "{} again, help", "why does {} do this",
+                 "I need help with the {} thing", "the {} keeps failing today"]
+    labels = list(products)
+    rng = np.random.default_rng(0)
+    truth = [labels[i % 3] for i in range(360)]
+    texts = [templates[rng.integers(len(templates))].format(products[label][rng.integers(2)]) for label in truth]
+    vectors = normalised(rng.normal(size=(360, 384)))  # the vectors know nothing of the made-up names
+    dataset = make_dataset(workspace, texts=texts, vectors=vectors, labels=truth,
+                           splits=["evaluation" if i % 10 == 0 else "pool" for i in range(360)])
+    model = make_model(workspace, dataset, labels=labels, label_vectors=rng.normal(size=(3, 384)))
+    with django_capture_on_commit_callbacks(execute=True):
+        job_id = train(lead_api, model, {"type": "fine-tuned"}).json()["id"]
+    assert Job.objects.get(pk=job_id).status == JobStatus.SUCCEEDED
+    model.refresh_from_db()
+    assert model.versions.get(number=2).type == ModelType.FINE_TUNED
+    model_deploy(model=model)
+
+    import labeling.embeddings as embeddings
+
+    real_embed, embedded = embeddings.embed_texts, []
+    monkeypatch.setattr(embeddings, "embed_texts", lambda batch, **kw: embedded.extend(batch) or real_embed(batch, **kw))
+    # Phrasings seen in training with the other names; then a text in words the model has never seen.
+    asked = ["my Qorvel is not working", "why does Plumbix do this", "Kestrio again, help", "nothing to go on here"]
+    response = admin_api.post(f"/v2/models/{model.id}/inference", {"texts": asked})
+    assert response.status_code == 200, response.content
+    predicted = [prediction["label"] for prediction in response.json()["predictions"]]
+    assert predicted[:3] == ["router", "billing", "app"]
+    assert embedded == ["nothing to go on here"]

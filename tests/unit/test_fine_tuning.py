@@ -206,10 +206,12 @@ def test_with_few_labels_the_anchored_expert_carries_what_the_prior_knows():
 
 
 def test_heads_pickled_before_the_vector_expert_predict_with_the_svm_alone():
+    """A head pickled before the vector expert (and before the text stage) has none of their fields."""
     texts, vectors, y = product_dataset(150, seed=5)
     head = train_fine_tuned_head(labels=LABELS, texts=texts, vectors=vectors, y=y)
     state = head.__getstate__()
-    for name in ("vector_expert", "expert_temperature", "expert_weight", "combined_temperature"):
+    for name in ("vector_expert", "expert_temperature", "expert_weight", "combined_temperature", "text_word_coef",
+                 "text_char_coef", "text_intercept", "text_temperature", "text_stage_threshold", "_joint_coef"):
         state.pop(name)
     old = object.__new__(type(head))
     old.__dict__.update(state)
@@ -250,3 +252,71 @@ def test_ngram_scoring_equals_the_vectorizers_own_product():
         # A second pass reads the cached words and must not change anything.
         np.testing.assert_allclose(_tfidf_scores(odd[:8], columns, vectorizer, coef),
                                    (vectorizer.transform(odd[:8]) @ coef), rtol=1e-4, atol=1e-5)
+
+
+def _counting_embed(vectors_by_text: dict):
+    """An embed function over known texts that records every text it was asked for."""
+    asked: list[str] = []
+
+    def embed(texts):
+        asked.extend(texts)
+        return np.stack([vectors_by_text[text] for text in texts]) if texts else np.zeros((0, 384), np.float32)
+
+    return embed, asked
+
+
+def test_text_stage_answers_texts_with_telling_words_without_embedding_them():
+    """Product names decide the label: the n-grams alone are sure of these texts, so inference never embeds
+    them, and the answer is exactly what predict_proba gives with their vectors."""
+    texts, vectors, y = product_dataset(600, seed=11)
+    head = train_fine_tuned_head(labels=LABELS, texts=texts, vectors=vectors, y=y)
+    stage = head.details["text_stage"]
+    assert head.text_stage_threshold is not None and stage["threshold"] == head.text_stage_threshold
+    chosen = next(row for row in stage["out_of_fold_by_threshold"] if row["threshold"] == head.text_stage_threshold)
+    assert chosen["text_stage_correct"] >= chosen["full_head_correct"] and chosen["coverage"] > 0.5
+
+    test_texts, test_vectors, test_y = product_dataset(40, seed=12)
+    test_texts = test_texts + ["a message that names no product at all"]
+    test_vectors = np.vstack([test_vectors, test_vectors[:1]])
+    embed, asked = _counting_embed(dict(zip(test_texts, test_vectors)))
+    from_texts = head.predict_proba_from_texts(test_texts, embed)
+    np.testing.assert_allclose(from_texts, head.predict_proba(test_vectors, test_texts), rtol=1e-6, atol=1e-12)
+    assert (from_texts[:40].argmax(axis=1) == test_y).mean() > 0.95
+    assert 0 < len(asked) < len(test_texts) / 2  # most texts answered from their words alone
+    assert "a message that names no product at all" in asked  # nothing to go on: the vector decides
+
+    from models_app.ml.artifacts import predict_texts
+    embed, asked_again = _counting_embed(dict(zip(test_texts, test_vectors)))
+    np.testing.assert_allclose(predict_texts(head, test_texts, embed), from_texts)
+    assert asked_again == asked
+    restored = pickle.loads(pickle.dumps(head))
+    np.testing.assert_allclose(restored.predict_proba(test_vectors, test_texts), from_texts)
+
+
+def test_text_stage_is_off_when_the_words_say_nothing():
+    """Every text is the same words: the text stage is never right more often than the vectors, so no
+    threshold qualifies, and every text is embedded."""
+    labels, texts, vectors, y = gaussian_dataset(600, seed=3)
+    head = train_fine_tuned_head(labels=labels, texts=texts, vectors=vectors, y=y)
+    assert head.text_stage_threshold is None and head.details["text_stage"]["threshold"] is None
+    embed, asked = _counting_embed({"plain message": vectors[0]})
+    head.predict_proba_from_texts(["plain message"] * 5, embed)
+    assert len(asked) == 5
+
+
+def test_text_stage_threshold_needs_evidence_at_every_stricter_threshold():
+    from models_app.ml.fine_tuning import TEXT_STAGE_MIN_COVERED, _choose_text_stage_threshold
+
+    n = 400
+    y = np.zeros(n, dtype=int)
+    full = np.tile([0.9, 0.1], (n, 1))  # the full head is always right
+    stage = np.tile([0.45, 0.55], (n, 1))  # unsure and wrong...
+    stage[:200] = [0.995, 0.005]  # ...except sure and right on half
+    threshold, evidence = _choose_text_stage_threshold(stage, stage.max(axis=1), full, y)
+    assert threshold == 0.6 and evidence[0]["coverage"] == 0.5  # 0.5 would let it answer the rest, wrongly
+    stage[:5] = [0.005, 0.995]  # five sure mistakes among the most confident: the full head beats it there
+    threshold, _ = _choose_text_stage_threshold(stage, stage.max(axis=1), full, y)
+    assert threshold is None
+    few = np.tile([0.55, 0.45], (n, 1))
+    few[:TEXT_STAGE_MIN_COVERED - 1] = [0.995, 0.005]  # too few records at any strict threshold to say anything
+    assert _choose_text_stage_threshold(few, few.max(axis=1), full, y)[0] == 0.5  # until 0.5 covers everyone, all of them right
