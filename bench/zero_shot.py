@@ -66,9 +66,11 @@ def metrics(labels: list[str], y: list[str], proba: np.ndarray) -> dict:
     }
 
 
-def evaluate_dataset(name, *, labels, descriptions, embed, pool, vectors, y) -> dict:
+def evaluate_dataset(name, *, labels, descriptions, embed, pool, vectors, y, other_descriptions=None) -> dict:
+    """`other_descriptions`: further description sets, {variant name: descriptions}, measured beside the first."""
     results = {}
-    for variant, variant_descriptions in (("names", {}), ("descriptions", descriptions)):
+    variants = [("names", {}), ("descriptions", descriptions), *(other_descriptions or {}).items()]
+    for variant, variant_descriptions in variants:
         baseline_texts = [(variant_descriptions.get(label) or "").strip() or zero_shot.label_phrase(label) for label in labels]
         baseline_vectors = np.asarray(embed(baseline_texts), dtype=np.float32)
         no_pool = zero_shot.build_zero_shot_head(labels=labels, descriptions=variant_descriptions, embed=embed)
@@ -125,6 +127,8 @@ def main() -> None:
     test_texts, test_y = read_labeled_csv(BANKING77_DIR / "test.csv")
     banking_labels = sorted(set(test_y))
     banking_descriptions = json.loads((DATA / "banking77_descriptions.json").read_text())
+    # A second set, written after reading five random training messages per label (see README_zero_shot.md).
+    banking_from_examples = json.loads((DATA / "banking77_descriptions_from_examples.json").read_text())
     ticket_texts, ticket_y = read_labeled_csv(DATA / "support_tickets.csv")
     ticket_labels = sorted(set(ticket_y))
     ticket_descriptions = json.loads((DATA / "support_tickets_descriptions.json").read_text())
@@ -143,7 +147,8 @@ def main() -> None:
     with threadpool_limits(1):
         datasets = [
             evaluate_dataset("banking77", labels=banking_labels, descriptions=banking_descriptions, embed=embed,
-                             pool=pool, vectors=test_vectors, y=test_y),
+                             pool=pool, vectors=test_vectors, y=test_y,
+                             other_descriptions={"descriptions_from_examples": banking_from_examples}),
             evaluate_dataset("support_tickets", labels=ticket_labels, descriptions=ticket_descriptions, embed=embed,
                              pool=ticket_vectors, vectors=ticket_vectors, y=ticket_y),
             evaluate_dataset("debian_sections", labels=debian_labels, descriptions=debian_descriptions, embed=embed,
@@ -153,12 +158,12 @@ def main() -> None:
                                   pool=ticket_vectors, vectors=ticket_vectors, y=ticket_y)
         timing = creation_timing(labels=banking_labels, embed=embed, pool=pool)
 
-    print(f"\n{'dataset':16s} {'labels from':13s} {'configuration':9s} {'accuracy':>8s} {'macro-F1':>8s} {'mean conf':>9s} {'ECE':>6s}")
+    print(f"\n{'dataset':16s} {'labels from':26s} {'configuration':9s} {'accuracy':>8s} {'macro-F1':>8s} {'mean conf':>9s} {'ECE':>6s}")
     for result in datasets:
-        for variant in ("names", "descriptions"):
+        for variant in [key for key in result if key in ("names", "descriptions", "descriptions_from_examples")]:
             for configuration in ("baseline", "no_pool", "method"):
                 m = result[variant][configuration]
-                print(f"{result['dataset']:16s} {variant:13s} {configuration:9s} {m['accuracy']:8.1%} {m['macro_f1']:8.1%} "
+                print(f"{result['dataset']:16s} {variant:26s} {configuration:9s} {m['accuracy']:8.1%} {m['macro_f1']:8.1%} "
                       f"{m['mean_confidence']:9.1%} {m['ece']:6.3f}")
     print("\ntemperature sweep on support_tickets (method head):")
     for row in sweep:
