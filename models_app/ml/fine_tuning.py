@@ -27,9 +27,9 @@ the active-learning head at 500 Banking77 labels); with many, the n-grams do. w 
 way. Where it is confident enough, the head answers from it and the text is never embedded: at inference
 (`predict_proba_from_texts`) only the other texts go through the sentence encoder, which is nearly all of
 the cost of a prediction. "Confident enough" is a threshold chosen per training on the out-of-fold scores: the
-lowest candidate at which, and above every higher candidate, the text stage is right on at least as many of
-the records it would answer as the full head is on the same records. So the cascade gives up no measured
-accuracy; when no candidate qualifies (few labels per class, say) the stage is switched off. `predict_proba`
+lowest candidate at which, and at every stricter candidate, the text stage is right on at least as many of
+the records it would answer as the full head is on the same records and wrong on at most 1% of them; and it
+answers only texts most of whose words it knows. So the cascade gives up no measured accuracy; when no candidate qualifies (few labels per class, say) the stage is switched off. `predict_proba`
 with stored vectors applies the same rule, so evaluation measures exactly what inference serves.
 
 SVM scores are not probabilities, so the head is calibrated: the scores of cross-validated fits (each
@@ -360,14 +360,12 @@ def _choose_text_stage_threshold(stage_proba: np.ndarray, stage_confidence: np.n
     """(threshold or None, the evidence per candidate): the lowest candidate at which, and at every stricter
     candidate that covers enough records to count, the text stage is right on at least as many of the records
     it would answer as the full head is on those records, and wrong on at most TEXT_STAGE_MAX_ERROR of them
-    (out of fold). `stage_confidence` is 0 where the stage
-    may not answer."""
-    confidence = stage_confidence
+    (out of fold). `stage_confidence` is the stage's top probability, 0 where it may not answer."""
     stage_right = stage_proba.argmax(axis=1) == y
     full_right = full_proba.argmax(axis=1) == y
     chosen, evidence = None, []
     for threshold in TEXT_STAGE_THRESHOLDS:
-        covered = confidence >= threshold
+        covered = stage_confidence >= threshold
         count = int(covered.sum())
         stage_correct, full_correct = int(stage_right[covered].sum()), int(full_right[covered].sum())
         evidence.append({"threshold": threshold, "coverage": round(count / max(len(y), 1), 4),
@@ -416,7 +414,7 @@ class NgramColumns:
         self.words: dict[str, np.ndarray] = {}
 
     def _of(self, text: str) -> list[int]:
-        return [column for column in map(self.lookup, self.analyzer(text)) if column is not None]
+        return self._of_counted(text)[0]
 
     def _of_counted(self, text: str) -> tuple[list[int], int]:
         """(the known columns of the text's n-grams, how many n-grams it has, known or not)."""
