@@ -7,10 +7,10 @@ Every head, whatever its type, answers the same call:
 
 `vectors` are the texts' L2-normalised sentence embeddings (n x 384, float32); heads that also use
 the raw texts (e.g. n-gram features) read `texts`. A head that can answer some texts without their
-vectors (the fine-tuned head's text stage) also has `predict_proba_from_texts(texts, embed)`, which embeds only
-the others; `predict_texts` is the one way to classify raw texts with any head. Artifacts are pickles of our own heads; they
-are only ever loaded after their SHA-256 matches the checksum stored with the version, so a file
-changed on disk is refused rather than executed.
+vectors (the fine-tuned head's text stage) also has `predict_proba_from_texts(texts, embed)`, which
+embeds only the others; `predict_texts` is the one way to classify raw texts with any head.
+Artifacts are pickles of our own heads; they are only ever loaded after their SHA-256 matches the
+checksum stored with the version, so a file changed on disk is refused rather than executed.
 """
 from __future__ import annotations
 

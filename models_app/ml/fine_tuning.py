@@ -301,7 +301,18 @@ def train_fine_tuned_head(*, labels: list[str], texts: list[str], vectors: np.nd
         text_temperature = fit_temperature(out_of_fold_text[fair], y[fair], logits=True)
         weight, combined_temperature, candidates = _choose_expert_weight(
             out_of_fold_scores[fair] / temperature, out_of_fold_expert[fair] / expert_temperature, y[fair])
-        head = _fit(labels, texts, vectors, y, seed)
+        if weight > 0.0:
+            calibrated_proba = softmax(_combine(out_of_fold_scores / temperature, out_of_fold_expert / expert_temperature,
+                                                weight) / combined_temperature, axis=1)
+        else:
+            calibrated_proba = softmax(out_of_fold_scores / temperature, axis=1)
+        text_proba = softmax(out_of_fold_text / text_temperature, axis=1)
+        # What the stage may answer: texts whose words its vocabulary (the fold's) mostly knows.
+        stage_confidence = np.where(out_of_fold_known >= TEXT_STAGE_MIN_KNOWN, text_proba.max(axis=1), 0.0)
+        threshold, stage_evidence = _choose_text_stage_threshold(text_proba[fair], stage_confidence[fair],
+                                                                 calibrated_proba[fair], y[fair])
+        # A stage that is off is not fitted: inference would score its n-grams for nothing.
+        head = _fit(labels, texts, vectors, y, seed, text_stage=threshold is not None)
         if weight > 0.0:
             head.vector_expert = fit_anchored_expert(vectors, y, prior_head=prior_head, n_classes=len(labels))
             head.expert_temperature, head.expert_weight = expert_temperature, weight
@@ -309,17 +320,7 @@ def train_fine_tuned_head(*, labels: list[str], texts: list[str], vectors: np.nd
     report(1.0)
 
     raw_proba = softmax(out_of_fold_scores, axis=1)
-    if weight > 0.0:
-        calibrated_proba = softmax(_combine(out_of_fold_scores / temperature, out_of_fold_expert / expert_temperature,
-                                            weight) / combined_temperature, axis=1)
-    else:
-        calibrated_proba = softmax(out_of_fold_scores / temperature, axis=1)
     head.temperature = temperature
-    text_proba = softmax(out_of_fold_text / text_temperature, axis=1)
-    # What the stage may answer: texts whose words its vocabulary (the fold's) mostly knows.
-    stage_confidence = np.where(out_of_fold_known >= TEXT_STAGE_MIN_KNOWN, text_proba.max(axis=1), 0.0)
-    threshold, stage_evidence = _choose_text_stage_threshold(text_proba[fair], stage_confidence[fair],
-                                                             calibrated_proba[fair], y[fair])
     head.text_temperature, head.text_stage_threshold = text_temperature, threshold
     if threshold is not None:
         answered = stage_confidence >= threshold
@@ -480,7 +481,8 @@ def _tfidf_scores(texts: Sequence[str], columns_of: NgramColumns, vectorizer: Tf
     return scores
 
 
-def _fit(labels: list[str], texts: list[str], vectors: np.ndarray, y: np.ndarray, seed: int) -> FineTunedHead:
+def _fit(labels: list[str], texts: list[str], vectors: np.ndarray, y: np.ndarray, seed: int, *,
+         text_stage: bool = True) -> FineTunedHead:
     """One linear SVM on the stacked features; columns of the returned head follow `labels` (classes absent
     from `y` get the lowest possible score)."""
     word_vectorizer = TfidfVectorizer(ngram_range=WORD_NGRAMS, sublinear_tf=True, dtype=np.float32)
@@ -499,9 +501,6 @@ def _fit(labels: list[str], texts: list[str], vectors: np.ndarray, y: np.ndarray
     dimension = vectors.shape[1]
     n_word = word_features.shape[1]
     coef, intercept = _fit_linear_svm(features, y, k, C, seed)
-    # The text stage: the same n-gram columns without the vector.
-    text_coef, text_intercept = _fit_linear_svm(sparse.hstack([word_features, char_features], format="csr"), y, k,
-                                                TEXT_STAGE_C, seed)
     details = {
         "method": "linear SVM on MiniLM vectors + word and character n-gram TF-IDF, temperature-calibrated",
         "C": C,
@@ -521,9 +520,12 @@ def _fit(labels: list[str], texts: list[str], vectors: np.ndarray, y: np.ndarray
         temperature=1.0,
         details=details,
     )
-    head.text_word_coef = np.ascontiguousarray(text_coef[:n_word])
-    head.text_char_coef = np.ascontiguousarray(text_coef[n_word:])
-    head.text_intercept = text_intercept.astype(np.float64)
+    if text_stage:  # the same n-gram columns without the vector
+        text_coef, text_intercept = _fit_linear_svm(sparse.hstack([word_features, char_features], format="csr"), y, k,
+                                                    TEXT_STAGE_C, seed)
+        head.text_word_coef = np.ascontiguousarray(text_coef[:n_word])
+        head.text_char_coef = np.ascontiguousarray(text_coef[n_word:])
+        head.text_intercept = text_intercept.astype(np.float64)
     return head
 
 

@@ -299,6 +299,7 @@ def test_text_stage_is_off_when_the_words_say_nothing():
     labels, texts, vectors, y = gaussian_dataset(600, seed=3)
     head = train_fine_tuned_head(labels=labels, texts=texts, vectors=vectors, y=y)
     assert head.text_stage_threshold is None and head.details["text_stage"]["threshold"] is None
+    assert head.text_word_coef is None  # an unused stage is not kept: inference would score it for nothing
     embed, asked = _counting_embed({"plain message": vectors[0]})
     head.predict_proba_from_texts(["plain message"] * 5, embed)
     assert len(asked) == 5
