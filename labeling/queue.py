@@ -470,8 +470,12 @@ def queue_recompute(*, model, version=None, max_threads: int = 1) -> QueueStats:
         # needs: a deadlock (found by tests/system/test_worker_faults.py).
         ClassificationModel.objects.select_for_update(no_key=True).filter(pk=model.pk).first()
         now = timezone.now()
-        # Overlap records that have their first label wait in the queue for the other annotators.
-        started = Q(required_annotations__gt=1, record__label__isnull=False)
+        # Overlap records that have their first label wait in the queue for the other annotators. EXISTS, not a
+        # join on record: with a join Django deletes by `id IN (SELECT ...)`, and after waiting for a row an
+        # annotator was leasing, PostgreSQL rechecks only that the id was in the subquery's snapshot, so it
+        # deleted the fresh lease and the record was queued again for a second annotator (seen in
+        # tests/system/test_concurrent_annotators.py). A one-table DELETE rechecks the lease on the new row.
+        started = Q(Exists(Record.objects.filter(pk=OuterRef("record_id"), label__isnull=False)), required_annotations__gt=1)
         Recommendation.objects.filter(model=model).exclude(lease_expires_at__gte=now).exclude(started).delete()
         # Read after the delete: an annotator may lease a row between two statements (READ COMMITTED),
         # and whatever survived the delete is exactly what must not be written again.
