@@ -13,8 +13,9 @@ on all of it. The n-gram columns learn exactly the vocabulary the embedding miss
 also catch misspellings and inflections), while the embedding carries the paraphrases the n-grams miss.
 Measured on Banking77 (bench/model_types.py, bench/README_fine_tuned.md) this is more accurate than
 logistic regression on the vectors alone and adds well under a millisecond per 8 texts at inference, far
-less than the embedding itself. Contrastive fine-tuning of the encoder and a distilled static encoder
-were measured too and rejected there (too slow to train on CPU / less accurate).
+less than the embedding itself. A distilled static encoder was rejected there (less accurate); fine-tuning the
+encoder itself helps (bench/encoder_tuning.py) but needs per-version vectors the rest of the product does not
+have yet (see that README).
 
 A second expert works on the vectors alone: logistic regression anchored on the describe-and-classify
 head's log-probabilities (models_app/ml/anchored.py), which keeps what the label descriptions know where
