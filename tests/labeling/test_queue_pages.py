@@ -126,6 +126,9 @@ def test_training_panel_shows_the_curve_and_only_a_lead_can_train(model, annotat
     assert answer.status_code == 200 and "queued" in answer.content.decode()
     html = lead.get(f"/models/{model.id}/training/", HTTP_HX_REQUEST="true").content.decode()
     assert 'id="learning-curve"' in html and "<polyline" in html and 'id="stopping-signal"' in html
+    point = model.versions.order_by("-number").first().details["learning_curve"]
+    # Labels given, then what the version trained on (the model's "training examples"; evaluation labels held out).
+    assert f"<td>{point['labels']}</td><td>{point['training_examples']}</td>" in html
     assert "hx-trigger=\"every 3s\"" not in html  # the job finished: polling stops
     Record.objects.filter(dataset=model.dataset, label=model.labels[2]).update(label=None)
     short = lead.post(f"/models/{model.id}/training/", {"type": "fine-tuned"})
