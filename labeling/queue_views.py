@@ -63,7 +63,12 @@ def _record_context(model: ClassificationModel, item) -> dict:
     # A queue ranked before a label left the model's set may predict that label: it is not offered (Enter would
     # submit a label the model refuses), and the record shows as having no prediction.
     predicted = item.predicted_label if item and item.predicted_label in model.labels else ""
-    return {"model": model, "item": item, "record": item.record if item else None, "predicted": predicted,
+    # Evaluation records are labeled blind: an annotator shown the model's guess (and an Enter that accepts it)
+    # agrees with it more often than one who is not, and the accuracy measured on those labels would be inflated.
+    blind = bool(item) and item.reason == "evaluation"
+    if blind:
+        predicted = ""
+    return {"model": model, "item": item, "record": item.record if item else None, "predicted": predicted, "blind": blind,
             "reason_text": REASON_TEXT.get(item.reason, "") if item else "",
             "confidence_percent": round(item.confidence * 100) if item else None}
 

@@ -51,6 +51,17 @@ def test_the_page_shows_one_leased_record_escaped_with_prediction_reason_and_key
     assert 'id="count-session"' in html and 'id="model-version">1<' in html
 
 
+def test_evaluation_records_are_labeled_blind(model, annotator_user):
+    # Shown the model's guess (and an Enter that accepts it), annotators agree with it more often: evaluation labels
+    # taken that way would overstate the accuracy they measure.
+    head = Recommendation.objects.filter(model=model).order_by("position").first()
+    Recommendation.objects.filter(pk=head.pk).update(reason="evaluation")
+    html = browser(annotator_user).get(f"/models/{model.id}/label/").content.decode()
+    assert record_id_of(html) == head.record_id and 'data-reason="evaluation"' in html
+    assert 'data-predicted=""' in html and 'id="label-blind"' in html
+    assert "% confident" not in html and "accepts it" not in html
+
+
 def test_next_skips_what_the_page_holds_and_submit_stores_the_label_with_its_duration(model, annotator_user):
     client = browser(annotator_user)
     first = record_id_of(client.get(f"/models/{model.id}/label/").content.decode())
