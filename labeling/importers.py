@@ -123,7 +123,8 @@ def _clean_text(value, line: int, limits: _Limits) -> str:
     if not value.strip():
         raise ImportFileError(f"Line {line}: text is empty")
     if len(value) > limits.max_text_chars:
-        raise ImportFileError(f"Line {line}: text has {len(value)} characters; the limit is {limits.max_text_chars}")
+        raise ImportFileError(f"Line {line}: text has {len(value)} characters; the limit is {limits.max_text_chars} "
+                              "(LABELF_MAX_TEXT_CHARS on the server raises it)")
     return value
 
 
