@@ -138,6 +138,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--subset-classes", type=int, help="keep only this many classes (a differently shaped dataset)")
     parser.add_argument("--imbalance", type=float, default=1.0, help="with --subset-classes: largest/smallest class ratio")
     parser.add_argument("--name", help="results file suffix: bench/results/al_simulation_NAME.json")
+    parser.add_argument("--descriptions", type=Path,
+                        help="JSON {label: one-line description} for the describe-and-classify prior (default: label names)")
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.max_labels = min(args.seeds, 2), min(args.max_labels, 1000)
@@ -168,10 +170,12 @@ def main(argv=None) -> dict:
     max_labels = min(args.max_labels, len(pool_y))
     random_max_labels = min(args.random_max_labels or int(1.5 * max_labels), len(pool_y))
 
-    prior_head = build_zero_shot_head(labels=labels, descriptions={}, embed=embed, pool_vectors=pool_vectors)
+    descriptions = json.loads(args.descriptions.read_text()) if args.descriptions else {}
+    prior_head = build_zero_shot_head(labels=labels, descriptions=descriptions, embed=embed, pool_vectors=pool_vectors)
     zero_shot_accuracy = float((prior_head.predict_proba(test_vectors).argmax(axis=1) == test_y).mean())
     print(f"pool {len(pool_y)} records, test {len(test_y)}, {len(labels)} labels; vectors: {embed_name}")
-    print(f"zero-shot prior (build_zero_shot_head on label phrases): accuracy {zero_shot_accuracy:.3f}")
+    prior_source = f"descriptions from {args.descriptions.name}" if args.descriptions else "label phrases"
+    print(f"zero-shot prior (build_zero_shot_head on {prior_source}): accuracy {zero_shot_accuracy:.3f}")
 
     runs: dict[str, list] = {"ours": [], "random": []}
     for seed in range(args.seeds):
@@ -229,7 +233,7 @@ def main(argv=None) -> dict:
         "dataset": str(args.dataset), "test": str(test_path),
         "shape": {"subset_classes": args.subset_classes, "imbalance": args.imbalance} if args.subset_classes else "full",
         "pool_size": int(len(pool_y)), "test_size": int(len(test_y)), "labels": len(labels),
-        "vectors": embed_name, "prior": "models_app.ml.zero_shot.build_zero_shot_head (label phrases)",
+        "vectors": embed_name, "prior": f"models_app.ml.zero_shot.build_zero_shot_head ({prior_source})",
         "zero_shot_accuracy": round(zero_shot_accuracy, 4),
         "seeds": args.seeds, "max_labels": max_labels, "random_max_labels": random_max_labels,
         "round_size": args.round_size,
