@@ -30,10 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-from sklearn.model_selection import train_test_split  # noqa: E402
 
-from bench.embedding_cache import cached_vectors, pick_embedder, read_labeled_csv  # noqa: E402
-from bench.model_types import DATA_DIR, measure  # noqa: E402
+from bench.embedding_cache import pick_embedder  # noqa: E402
+from bench.model_types import label_draw, load_banking77, measure  # noqa: E402
 from models_app.ml.fine_tuning import train_fine_tuned_head  # noqa: E402
 from models_app.ml.training import train_active_learning_head  # noqa: E402
 from models_app.ml.zero_shot import build_zero_shot_head  # noqa: E402
@@ -114,24 +113,15 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    train_texts, train_categories = read_labeled_csv(DATA_DIR / "train.csv")
-    test_texts, test_categories = read_labeled_csv(DATA_DIR / "test.csv")
-    labels = sorted(set(train_categories))
-    index = {label: i for i, label in enumerate(labels)}
-    y_train = np.array([index[c] for c in train_categories])
-    y_test = np.array([index[c] for c in test_categories])
     embed, embedder = pick_embedder()
-    base_train = cached_vectors(embed, embedder, "banking77_train", train_texts)
-    base_test = cached_vectors(embed, embedder, "banking77_test", test_texts)
+    data = load_banking77(embed, embedder)
+    labels, train_texts, test_texts = data["labels"], data["train_texts"], data["test_texts"]
+    y_train, y_test, base_train, base_test = data["y_train"], data["y_test"], data["train_vectors"], data["test_vectors"]
     prior = build_zero_shot_head(labels=labels, descriptions={}, embed=embed, pool_vectors=base_train)
     results = {"dataset": "Banking77 test (3,080 texts)", "embedder": embedder, "torch_threads": args.threads,
                "machine": f"{os.cpu_count()} cores, {platform.machine()}", "batch": BATCH, "sizes": {}}
     for size in args.sizes:
-        if size == "full":
-            chosen = np.arange(len(y_train))
-        else:
-            chosen = np.sort(train_test_split(np.arange(len(y_train)), train_size=int(size), stratify=y_train,
-                                              random_state=SEED)[0])
+        chosen = label_draw(y_train, size, SEED)
         texts, y = [train_texts[i] for i in chosen], y_train[chosen]
         print(f"{size} labels: fine-tuning the encoder for {EPOCHS[size]} epochs", flush=True)
         tuned_embed, step_s, steps, tune_s = tune_encoder(texts, y, len(labels), EPOCHS[size])

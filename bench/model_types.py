@@ -87,6 +87,26 @@ def active_learning_trainer():
                 "LogisticRegression C=10 on the vectors")
 
 
+def load_banking77(embed, embedder: str) -> dict:
+    """Banking77's labels (sorted), train and test texts, label indices and cached vectors."""
+    train_texts, train_categories = read_labeled_csv(DATA_DIR / "train.csv")
+    test_texts, test_categories = read_labeled_csv(DATA_DIR / "test.csv")
+    labels = sorted(set(train_categories))
+    index = {label: i for i, label in enumerate(labels)}
+    return {"labels": labels, "train_texts": train_texts, "test_texts": test_texts,
+            "y_train": np.array([index[c] for c in train_categories]), "y_test": np.array([index[c] for c in test_categories]),
+            "train_vectors": cached_vectors(embed, embedder, "banking77_train", train_texts),
+            "test_vectors": cached_vectors(embed, embedder, "banking77_test", test_texts)}
+
+
+def label_draw(y_train: np.ndarray, size: str, seed: int) -> np.ndarray:
+    """Sorted train rows of one labeled subset: all of them for "full", else a stratified random draw of `size`."""
+    if size == "full":
+        return np.arange(len(y_train))
+    chosen, _ = train_test_split(np.arange(len(y_train)), train_size=int(size), stratify=y_train, random_state=seed)
+    return np.sort(chosen)
+
+
 def measure(head, labels, y_test, test_vectors, test_texts) -> dict:
     proba = head.predict_proba(test_vectors, test_texts)
     metrics = evaluate(labels=labels, y_true=y_test, proba=proba, evaluation="holdout")
@@ -178,17 +198,11 @@ def main() -> None:
         print(json.dumps(results["eval_speed"], indent=2))
         return
 
-    train_texts, train_categories = read_labeled_csv(DATA_DIR / "train.csv")
-    test_texts, test_categories = read_labeled_csv(DATA_DIR / "test.csv")
-    labels = sorted(set(train_categories))
-    index = {label: i for i, label in enumerate(labels)}
-    y_train = np.array([index[c] for c in train_categories])
-    y_test = np.array([index[c] for c in test_categories])
-
     embed, embedder = pick_embedder()
     print("vectors:", embedder, flush=True)
-    train_vectors = cached_vectors(embed, embedder, "banking77_train", train_texts)
-    test_vectors = cached_vectors(embed, embedder, "banking77_test", test_texts)
+    data = load_banking77(embed, embedder)
+    labels, train_texts, test_texts = data["labels"], data["train_texts"], data["test_texts"]
+    y_train, y_test, train_vectors, test_vectors = data["y_train"], data["y_test"], data["train_vectors"], data["test_vectors"]
     zero_shot, zero_shot_source = zero_shot_head(labels, embed, train_vectors if args.prior == "pool" else None)
     train_active_learning, active_learning_source = active_learning_trainer()
     results.update({"embedder": embedder, "describe_and_classify": zero_shot_source, "active_learning": active_learning_source,
@@ -201,11 +215,7 @@ def main() -> None:
         seeds = [SEED] if size == "full" else [SEED + i for i in range(args.subset_seeds)]
         per_seed = []
         for seed in seeds:
-            if size == "full":
-                chosen = np.arange(len(y_train))
-            else:
-                chosen, _ = train_test_split(np.arange(len(y_train)), train_size=int(size), stratify=y_train, random_state=seed)
-                chosen = np.sort(chosen)
+            chosen = label_draw(y_train, size, seed)
             vectors, y = train_vectors[chosen], y_train[chosen]
             texts = [train_texts[i] for i in chosen]
             one: dict = {"seed": seed, "labels": int(len(chosen)), "min_per_class": int(np.bincount(y, minlength=len(labels)).min())}
