@@ -4,6 +4,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from labeling import sampling
 from labeling.sampling import Recommendation, margin_uncertainty, rank_pool, softened_margin_uncertainty
 
 
@@ -39,16 +40,42 @@ def test_softening_undoes_a_sharpening_temperature():
     assert np.isfinite(softened_margin_uncertainty(extreme)).all()
 
 
-def test_most_uncertain_record_comes_first_and_only_uncertain_candidates_are_taken():
+def test_only_the_most_uncertain_candidates_are_taken(monkeypatch):
+    monkeypatch.setattr(sampling, "MAX_CANDIDATES", 2000)
     proba, vectors = random_pool(seed=1, n=5000, k=4)
     margin = softened_margin_uncertainty(proba)
     recs = rank_pool(proba=proba, vectors=vectors, labeled_counts=np.full(4, 10), queue_size=20,
                      evaluation_share=0.0)
-    assert margin[recs[0].row] >= np.quantile(margin, 0.97)  # the typical member of the most uncertain cluster
-    # Diversity only reorders among the uncertain candidates (2,000 here): the certain records never enter.
+    # Coverage and diversity only reorder among the 2,000 most uncertain: the certain records never enter.
     threshold = np.sort(margin)[-2000]
     assert all(margin[r.row] >= threshold for r in recs)
     assert np.mean(margin[[r.row for r in recs]]) > np.quantile(margin, 0.8)
+
+
+def test_a_record_amid_uncertain_records_beats_a_slightly_more_uncertain_one_amid_certain_records():
+    """Expected gain counts the uncertainty a label covers. Region A: 30 similar records the model is unsure
+    of. Region B: 30 similar records the model is sure of, except its most typical member, which is the most
+    uncertain record in the pool. Plain margin (and margin x typicality) puts that record first; labeling it
+    teaches the model about one record, labeling a record of region A about thirty."""
+    rng = np.random.default_rng(6)
+    dim = 32
+    centre_a, centre_b = unit_rows(rng, 2, dim)
+    region_a = centre_a + rng.normal(scale=0.1, size=(30, dim))
+    region_b = centre_b + rng.normal(scale=0.1, size=(30, dim))
+    background = unit_rows(rng, 500, dim)
+    vectors = np.vstack([region_a, region_b, background]).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    proba = np.tile([0.97, 0.01, 0.01, 0.01], (560, 1))
+    proba[:30] = [0.45, 0.40, 0.10, 0.05]
+    lone = 30 + int(np.argmax(vectors[30:60] @ centre_b))
+    proba[lone] = [0.34, 0.33, 0.33, 0.0]
+    assert softened_margin_uncertainty(proba).argmax() == lone
+    recs = rank_pool(proba=proba, vectors=vectors, labeled_counts=np.full(4, 20), queue_size=5,
+                     evaluation_share=0.0)
+    assert recs[0].row < 30
+    # And the pick is typical of region A: nearer its mean than the average member is.
+    mean = vectors[:30].mean(axis=0) / np.linalg.norm(vectors[:30].mean(axis=0))
+    assert vectors[recs[0].row] @ mean > np.mean(vectors[:30] @ mean)
 
 
 def test_scores_never_increase_down_the_queue_and_fields_are_consistent():
@@ -137,7 +164,7 @@ def test_evaluation_share_is_requested_size_random_and_only_from_eligible_rows()
     # Random, not the uncertain ones: their margins look like the pool's, not like the queue's top.
     pool_margin = margin_uncertainty(proba[1000:]).mean()
     eval_margin = margin_uncertainty(proba[[r.row for r in evaluation]]).mean()
-    top_margin = margin_uncertainty(proba[[r.row for r in recs if r.reason != "evaluation"]]).mean()
+    top_margin = np.sort(margin_uncertainty(proba))[-20:].mean()  # what 20 picks for uncertainty would look like
     assert abs(eval_margin - pool_margin) < abs(top_margin - pool_margin)
     # Spread through the queue, not all at the end.
     positions = [i for i, r in enumerate(recs) if r.reason == "evaluation"]
