@@ -418,6 +418,22 @@ class QueueStats:
     kept_leases: int
 
 
+POOL_BLOCK = 65_536
+
+
+def _predict_in_blocks(head, vectors: np.ndarray, texts: list[str] | None) -> np.ndarray:
+    """The head's float32 probabilities over the pool, a block of rows at a time (float32 vectors for the head's
+    matrix products, and no pool-sized float64 intermediate)."""
+    proba = None
+    for start in range(0, len(vectors), POOL_BLOCK):
+        block = head.predict_proba(np.asarray(vectors[start:start + POOL_BLOCK], dtype=np.float32),
+                                   None if texts is None else texts[start:start + POOL_BLOCK])
+        if proba is None:
+            proba = np.empty((len(vectors), block.shape[1]), dtype=np.float32)
+        proba[start:start + len(block)] = block
+    return proba
+
+
 def _pool_texts(record_ids: list[int]) -> list[str]:
     texts = dict(Record.objects.filter(id__in=record_ids).values_list("id", "text"))
     return [texts[record_id] for record_id in record_ids]
@@ -430,7 +446,7 @@ def queue_recompute(*, model, version=None, max_threads: int = 1) -> QueueStats:
     short transaction that drops the rows nobody holds, keeps live leases, and skips records labeled
     while the ranking ran.
     """
-    from labeling.embeddings import vectors_load
+    from labeling.embeddings import vectors_gather
     from models_app.inference import head_for_version
     from models_app.models import ModelType
 
@@ -448,14 +464,14 @@ def queue_recompute(*, model, version=None, max_threads: int = 1) -> QueueStats:
     if pool:
         record_ids = [record_id for record_id, _ in pool]
         rows = np.fromiter((row for _, row in pool), dtype=np.int64, count=len(pool))
-        all_vectors = vectors_load(dataset_id=dataset.id, row_count=dataset.record_count, chunk_size=dataset.vector_chunk_size)
-        # Fancy indexing copies (1.5 GB at 1M rows): skip it when the pool is every row, in order.
-        whole = len(rows) == len(all_vectors) and bool(np.all(rows == np.arange(len(rows))))
-        vectors = all_vectors if whole else all_vectors[rows]
+        # float16 as stored (768 MB at 1M rows; float32 through the cache would be 1.5 GB, plus a copy for a
+        # partly labeled pool): rank_pool takes float16 and the head sees float32 one block at a time.
+        vectors = vectors_gather(dataset_id=dataset.id, row_count=dataset.record_count,
+                                 chunk_size=dataset.vector_chunk_size, rows=rows)
         head = head_for_version(version)
         # Only fine-tuned heads read the texts (their n-gram features); the others work from vectors alone.
         texts = _pool_texts(record_ids) if version.type == ModelType.FINE_TUNED else None
-        proba = head.predict_proba(vectors, texts).astype(np.float32, copy=False)
+        proba = _predict_in_blocks(head, vectors, texts)
         # The version's columns are its own labels, which differ from the model's after a label-set change
         # (until the next version): counts and predicted names follow the version.
         ranked = rank_pool(proba=proba, vectors=vectors, labeled_counts=labeled_counts(model=model, labels=version.labels),

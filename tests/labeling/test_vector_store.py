@@ -13,6 +13,7 @@ from labeling.embeddings import (
     vectors_cache_clear,
     vectors_chunk_exists,
     vectors_delete,
+    vectors_gather,
     vectors_load,
     vectors_write_chunk,
 )
@@ -177,3 +178,31 @@ def test_object_storage_without_local_paths_round_trips_and_overwrites(settings)
     vectors_delete(dataset_id=40)
     assert not vectors_chunk_exists(dataset_id=40, chunk_index=0)
     assert not vectors_chunk_exists(dataset_id=40, chunk_index=1)
+
+
+def test_gather_returns_the_wanted_rows_in_float16_from_storage_or_cache_without_filling_the_cache():
+    vectors = _unit_vectors(11, seed=8)
+    _write_dataset(50, vectors, chunk_size=4)  # chunks of 4, 4 and 3 rows
+    rows = np.array([1, 2, 8, 10])  # none from the second chunk
+    from_storage = vectors_gather(dataset_id=50, row_count=11, chunk_size=4, rows=rows)
+    assert from_storage.dtype == np.float16 and from_storage.shape == (4, EMBEDDING_DIM)
+    np.testing.assert_allclose(from_storage, vectors[rows], atol=5e-4)
+    assert not embeddings._vector_cache  # a one-off read over a big dataset must not pin 1.5 GB of float32
+
+    cached = vectors_load(dataset_id=50, row_count=11, chunk_size=4)
+    np.testing.assert_array_equal(vectors_gather(dataset_id=50, row_count=11, chunk_size=4, rows=rows),
+                                  cached[rows].astype(np.float16))
+    assert vectors_gather(dataset_id=50, row_count=11, chunk_size=4, rows=np.array([], dtype=np.int64)).shape == (0, EMBEDDING_DIM)
+    for bad in ([3, 2], [1, 1], [11], [-1]):
+        with pytest.raises(ValueError):
+            vectors_gather(dataset_id=50, row_count=11, chunk_size=4, rows=np.array(bad))
+
+
+def test_gather_needs_only_the_chunks_holding_its_rows():
+    vectors = _unit_vectors(8, seed=9)
+    _write_dataset(51, vectors, chunk_size=4)
+    default_storage.delete(embeddings.vector_chunk_name(51, 1))
+    np.testing.assert_allclose(vectors_gather(dataset_id=51, row_count=8, chunk_size=4, rows=np.array([0, 3])),
+                               vectors[[0, 3]], atol=5e-4)
+    with pytest.raises(FileNotFoundError, match="chunk_1"):
+        vectors_gather(dataset_id=51, row_count=8, chunk_size=4, rows=np.array([0, 5]))

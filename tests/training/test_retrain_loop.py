@@ -90,3 +90,39 @@ def test_labels_every_twenty_train_a_version_and_recompute_the_queue(banking_mod
     assert stability["versions"] == [4, 3, 2] and len(stability["kappas"]) == 2
     assert all(-1.0 <= k <= 1.0 for k in stability["kappas"])
     assert model.type == ModelType.ACTIVE_LEARNING  # every label has at least 2 training labels by now
+
+
+def test_queue_recompute_on_a_partly_labeled_pool_ranks_float16_vectors_predicted_block_by_block(banking_model,
+                                                                                                   monkeypatch):
+    """The pool's copy of the vectors is float16 (half the memory at 1M rows) and the head predicts it a block
+    at a time: the queue must not depend on the block size, and every pool record's probabilities must be
+    the head's own."""
+    import labeling.queue as queue
+    from labeling import sampling
+    from labeling.models import Recommendation
+
+    model = banking_model
+    labeled = list(Record.objects.filter(dataset=model.dataset).order_by("row_index")[:30])
+    for record in labeled:
+        record.label = model.truth[record.id]
+        record.save(update_fields=["label"])
+    seen = {}
+    real_rank_pool = sampling.rank_pool
+
+    def spying_rank_pool(**kwargs):
+        seen.update(dtype=kwargs["vectors"].dtype, rows=len(kwargs["vectors"]), proba=np.array(kwargs["proba"]))
+        return real_rank_pool(**kwargs)
+
+    monkeypatch.setattr(sampling, "rank_pool", spying_rank_pool)
+
+    def queue_now():
+        queue.queue_recompute(model=model)
+        return list(Recommendation.objects.filter(model=model).order_by("position").values_list("record_id", "reason"))
+
+    whole_blocks = queue_now()
+    proba_whole = seen["proba"]
+    assert seen["dtype"] == np.float16 and seen["rows"] == 170
+    monkeypatch.setattr(queue, "POOL_BLOCK", 7)
+    assert queue_now() == whole_blocks
+    np.testing.assert_allclose(seen["proba"], proba_whole, rtol=1e-5, atol=1e-7)
+    assert len(whole_blocks) == 170 and not {record.id for record in labeled} & {rid for rid, _ in whole_blocks}
