@@ -44,6 +44,8 @@ from models_app.ml.thresholds import threshold_curve  # noqa: E402
 DATA_DIR = Path(os.environ.get("BANKING77_DIR", ROOT.parent / "shared" / "data" / "banking77"))
 RESULTS = ROOT / "bench" / "results" / "model_types.json"
 SEED = 0
+# The product's self-training pool sample (models_app.training_services.SELF_TRAINING_POOL).
+POOL_SAMPLE = 10_000
 
 
 def zero_shot_head(labels, embed, pool_vectors=None):
@@ -224,24 +226,40 @@ def main() -> None:
             active = train_active_learning(labels, vectors, y, zero_shot)
             trained = time.perf_counter() - started
             one["active-learning"] = {**measure(active, labels, y_test, test_vectors, test_texts), "train_s": round(trained, 2)}
-            started = time.perf_counter()
-            # The product gives the fine-tuned trainer the model's describe-and-classify head as its prior too.
-            fine = train_fine_tuned_head(labels=labels, texts=texts, vectors=vectors, y=y, seed=SEED, prior_head=zero_shot)
-            trained = time.perf_counter() - started
-            one["fine-tuned"] = {**measure(fine, labels, y_test, test_vectors, test_texts), "train_s": round(trained, 2),
-                                 "temperature": fine.details["temperature"], "calibration": fine.details["calibration"],
-                                 "vector_expert": fine.details["vector_expert"], "text_stage": fine.details["text_stage"],
-                                 "test_share_answered_by_text_stage": text_stage_share(fine, test_texts)}
+            # The product gives the fine-tuned trainer the model's describe-and-classify head as its prior too, and
+            # a sample of the dataset's unlabeled pool records (at most POOL_SAMPLE) for self-training: here the
+            # train texts not drawn (none for the full set). The same head without the pool is measured beside it.
+            unlabeled = np.setdiff1d(np.arange(len(y_train)), chosen)
+            if len(unlabeled) > POOL_SAMPLE:
+                unlabeled = np.sort(np.random.default_rng(seed).choice(unlabeled, POOL_SAMPLE, replace=False))
+            pool = {"pool_texts": [train_texts[i] for i in unlabeled], "pool_vectors": train_vectors[unlabeled]}
+            for kind, extra in (("fine-tuned", pool), ("fine-tuned without self-training", None)):
+                if extra is None and not len(unlabeled):
+                    continue  # nothing to self-train on: the two are the same head
+                started = time.perf_counter()
+                fine = train_fine_tuned_head(labels=labels, texts=texts, vectors=vectors, y=y, seed=SEED,
+                                             prior_head=zero_shot, **(extra or {}))
+                trained = time.perf_counter() - started
+                one[kind] = {**measure(fine, labels, y_test, test_vectors, test_texts), "train_s": round(trained, 2),
+                             "temperature": fine.details["temperature"], "calibration": fine.details["calibration"],
+                             "vector_expert": fine.details["vector_expert"], "text_stage": fine.details["text_stage"],
+                             "self_training": fine.details["self_training"],
+                             "test_share_answered_by_text_stage": text_stage_share(fine, test_texts)}
+                if kind == "fine-tuned":
+                    product_fine = fine
+            fine = product_fine
             one["fine_tuned_minus_active_learning_points"] = round(
                 100 * (one["fine-tuned"]["accuracy"] - one["active-learning"]["accuracy"]), 2)
             per_seed.append(one)
             print(f"{size:>5} labels, seed {seed}: " + "  ".join(
                 f"{kind} acc {one[kind]['accuracy']:.4f} F1 {one[kind]['f1_macro']:.4f} ECE {one[kind]['ece']:.4f} "
-                f"train {one[kind]['train_s']}s" for kind in kinds), flush=True)
+                f"train {one[kind]['train_s']}s" for kind in kinds + ("fine-tuned without self-training",)
+                if kind in one), flush=True)
         row = {"labels": per_seed[0]["labels"], "seeds": len(per_seed)}
-        for kind in kinds:
-            row[kind] = {metric: round(float(np.mean([one[kind][metric] for one in per_seed])), 6)
-                         for metric in ("accuracy", "f1_macro", "ece", "train_s")}
+        for kind in kinds + ("fine-tuned without self-training",):
+            if kind in per_seed[0]:
+                row[kind] = {metric: round(float(np.mean([one[kind][metric] for one in per_seed])), 6)
+                             for metric in ("accuracy", "f1_macro", "ece", "train_s")}
         row["fine_tuned_minus_active_learning_points"] = round(
             float(np.mean([one["fine_tuned_minus_active_learning_points"] for one in per_seed])), 2)
         row["per_seed"] = per_seed

@@ -105,6 +105,21 @@ def measured_on(metrics: dict | None) -> str:
     return f"cross-validation: no evaluation split yet (out-of-fold predictions on {metrics['evaluated_on']} training labels)"
 
 
+def trained_on(version: ModelVersion) -> str | None:
+    """How a trained version learned, in words: its labels, and for a self-trained fine-tuned version the
+    unlabeled records it pseudo-labeled (None for a describe-and-classify version)."""
+    details = version.details or {}
+    if "training" not in details:
+        return None
+    words = f"{version.training_examples} training labels"
+    self_training = (details.get("head") or {}).get("self_training")
+    if self_training and self_training.get("kept", True):
+        words += (f", plus {self_training['pseudo_labels']} of {self_training['pool']} sampled unlabeled records that a "
+                  f"first model trained on those labels gave at least {self_training['confidence']:.0%} confidence "
+                  f"(self-training)")
+    return words
+
+
 def per_class_rows(metrics: dict | None) -> list[dict]:
     if not metrics:
         return []
@@ -205,7 +220,7 @@ def evaluation_page(*, model: ClassificationModel, version: ModelVersion) -> dic
     stale = bool(metrics and metrics.get("evaluation") == "holdout" and metrics["evaluated_on"] != len(records))
     return {
         "model": model, "version": version, "metrics": metrics, "measured_on": measured_on(metrics),
-        "per_class": per_class_rows(metrics), "heatmap": heatmap(metrics),
+        "trained_on": trained_on(version), "per_class": per_class_rows(metrics), "heatmap": heatmap(metrics),
         "versions": list(model.versions.order_by("-number").values("number", "type", "created_at")),
         "evaluation_count": len(records), "stale": stale,
         "curve": curve, "curve_source": curve_source, "current_point": current,

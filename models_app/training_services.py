@@ -9,7 +9,8 @@ pressing "Retrain" at once get the same job.
 The job (`train_job_run`, Celery task `training_tasks.train_model`):
 1. active-learning: `train_active_learning_head` on the stored vectors of every pool-split record
    whose label is in the model's label set, with the model's describe-and-classify head as prior (so
-   a version trained on some classes still predicts every label). fine-tuned: `train_fine_tuned_head`.
+   a version trained on some classes still predicts every label). fine-tuned: `train_fine_tuned_head`, with a
+   sample of the unlabeled pool records for self-training (`_self_training_pool`).
 2. Evaluation on the evaluation split ("holdout"); with no evaluation labels, out-of-fold predictions
    over the training labels ("cross-validation"). Threshold curve from the same predictions.
 3. Learning-curve point and stopping signal into the version's details (see `stability`).
@@ -54,6 +55,8 @@ STABILITY_SAMPLE = 2_000
 # Seconds a waiting job sleeps before checking again whether the model's running job has finished.
 WAIT_FOR_RUNNING_SECONDS = 15
 MIN_EXAMPLES_PER_CLASS = 2
+# Unlabeled pool records a fine-tuned training may pseudo-label (a fixed random sample; bench/README_fine_tuned.md).
+SELF_TRAINING_POOL = 10_000
 
 
 def short_classes(*, model: ClassificationModel) -> list[str]:
@@ -258,9 +261,10 @@ def _train_and_store(*, job: Job, model: ClassificationModel) -> ModelVersion:
             return train_fine_tuned_head(labels=labels, texts=texts, vectors=v, y=y, seed=0, max_threads=1,
                                          prior_head=prior)
 
+        pool_texts, pool_vectors = _self_training_pool(model=model, vectors=vectors, labels_count=len(train))
         head = train_fine_tuned_head(labels=labels, texts=train_texts, vectors=train_vectors, y=y_train, seed=0,
                                      max_threads=1, progress=lambda p: _set_progress(job.id, 0.1 + 0.5 * float(p)),
-                                     prior_head=prior)
+                                     prior_head=prior, pool_texts=pool_texts, pool_vectors=pool_vectors)
     else:
         def make_head(v, y, texts):
             return train_active_learning_head(labels=labels, vectors=v, y=y, prior_head=prior, seed=0, max_threads=1)
@@ -273,6 +277,11 @@ def _train_and_store(*, job: Job, model: ClassificationModel) -> ModelVersion:
         held_out_texts = _texts([rid for rid, _, _ in held_out]) if needs_texts else None
         proba = head.predict_proba(vectors[[row for _, row, _ in held_out]], held_out_texts)
         evaluation = "holdout"
+    elif len(train) >= 2 and (getattr(head, "details", None) or {}).get("self_training"):
+        # The self-trained head's own out-of-fold probabilities are already honest: each training record was
+        # scored by a model that saw neither its label nor pseudo-labels derived from it. Cross-validating the
+        # whole self-training again would cost five trainings.
+        y_true, evaluation, proba = y_train, "cross-validation", head.out_of_fold_proba
     elif len(train) >= 2:
         y_true, evaluation = y_train, "cross-validation"
         try:
@@ -309,6 +318,26 @@ def _train_and_store(*, job: Job, model: ClassificationModel) -> ModelVersion:
         details["stability"] = stability(model=model, new_head=head, new_type=train_type)
         return version_create(model=model, head=head, type=train_type, training_examples=len(train), metrics=metrics,
                               threshold_curve=curve, details=details, job=job)
+
+
+def _self_training_pool(*, model: ClassificationModel, vectors: np.ndarray,
+                        labels_count: int) -> tuple[list[str] | None, np.ndarray | None]:
+    """Texts and vectors of a fixed random sample (at most SELF_TRAINING_POOL) of the dataset's unlabeled,
+    not excluded pool-split records, for the fine-tuned trainer's self-training; (None, None) when it would not
+    self-train anyway. Evaluation-split records are never in it: the metrics must come from records no part of
+    the training has read."""
+    from .ml.fine_tuning import SELF_TRAINING_MAX_LABELS
+
+    if labels_count >= SELF_TRAINING_MAX_LABELS:
+        return None, None
+    pool = list(Record.objects.filter(dataset=model.dataset, label__isnull=True, excluded=False, split=Split.POOL)
+                .order_by("row_index").values_list("id", "row_index"))
+    if not pool:
+        return None, None
+    rng = np.random.default_rng(model.id)
+    chosen = np.sort(rng.choice(len(pool), min(SELF_TRAINING_POOL, len(pool)), replace=False))
+    rows = np.array([pool[i][1] for i in chosen], dtype=np.int64)
+    return _texts([pool[i][0] for i in chosen]), np.asarray(vectors[rows], dtype=np.float32)
 
 
 def _texts(record_ids: list[int]) -> list[str]:

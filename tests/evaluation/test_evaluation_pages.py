@@ -220,7 +220,13 @@ def test_compare_page_shows_verdict_deltas_matrices_disagreements_and_learning_c
 def test_a_fine_tuned_version_shows_calibration_before_and_after(world, lead_user):
     from models_app.training_services import train_request
 
+    from labeling.models import Record
+
     model = world.model
+    # A third of the pool's labels removed: those records are the unlabeled pool the version self-trains on.
+    pool_ids = list(Record.objects.filter(dataset=model.dataset, split="pool").order_by("row_index")
+                    .values_list("id", flat=True))
+    Record.objects.filter(id__in=pool_ids[::3]).update(label=None)
     job, _ = train_request(model=model, type="fine-tuned")
     job.refresh_from_db()
     assert job.status == "succeeded", job.error
@@ -238,6 +244,11 @@ def test_a_fine_tuned_version_shows_calibration_before_and_after(world, lead_use
     assert calibration["before"]["diagram"] != calibration["after"]["diagram"]
     assert 'id="ece-before"' in content and 'id="ece-after"' in content
     assert f"{stored['ece_before']:.3f} → {stored['ece_after']:.3f}" in content
+    # The page says what the version learned from: its labels and the pool records it pseudo-labeled.
+    self_training = version.details["head"]["self_training"]
+    assert self_training["pool"] == len(pool_ids[::3])
+    assert (f"Trained on {version.training_examples} training labels, plus {self_training['pseudo_labels']} of "
+            f"{self_training['pool']} sampled unlabeled records") in content
 
 
 def test_an_evaluation_label_added_after_training_is_flagged_and_listed(world, annotator_user):

@@ -260,3 +260,51 @@ def test_a_fine_tuned_model_answers_texts_its_words_decide_without_embedding_the
     predicted = [prediction["label"] for prediction in response.json()["predictions"]]
     assert predicted[:3] == ["router", "billing", "app"]
     assert embedded == ["nothing to go on here"]
+
+
+def test_a_fine_tuned_training_self_trains_on_the_unlabeled_pool_records_only(workspace, lead_api,
+                                                                               django_capture_on_commit_callbacks):
+    """Each label has a name the labeled texts show and a second name only unlabeled pool texts show, beside the
+    first. The evaluation records use the second names alone: the version gets them right only by reading the
+    pool. Excluded records and unlabeled evaluation-split records are never pseudo-labeled."""
+    from tests.training.helpers import make_dataset, make_model, normalised
+
+    known = {"router": "Zyntrax", "billing": "Plumbix", "app": "Kestrio"}
+    pool_only = {"router": "Qorvel", "billing": "Vantrel", "app": "Dromfy"}
+    templates = ["my {} is not working", "question about {} please", "{} again, help", "why does {} do this"]
+    labels = list(known)
+    rng = np.random.default_rng(0)
+    texts, truth, splits = [], [], []
+
+    def add(count, name_of, label_it, split):
+        for i in range(count):
+            label = labels[i % 3]
+            texts.append(templates[rng.integers(len(templates))].format(name_of(label)))
+            truth.append(label if label_it else None)
+            splits.append(split)
+
+    add(60, lambda label: known[label], True, "pool")
+    add(150, lambda label: f"{known[label]} and {pool_only[label]}", False, "pool")
+    add(30, lambda label: pool_only[label], True, "evaluation")
+    add(6, lambda label: pool_only[label], False, "evaluation")
+    vectors = normalised(rng.normal(size=(len(texts), 384)))  # the vectors know nothing of the made-up names
+    dataset = make_dataset(workspace, texts=texts, vectors=vectors, labels=truth, splits=splits)
+    Record.objects.filter(dataset=dataset, row_index__in=range(60, 70)).update(excluded=True)
+    model = make_model(workspace, dataset, labels=labels, label_vectors=rng.normal(size=(3, 384)))
+    with django_capture_on_commit_callbacks(execute=True):
+        job_id = train(lead_api, model, {"type": "fine-tuned"}).json()["id"]
+    assert Job.objects.get(pk=job_id).status == JobStatus.SUCCEEDED
+    version = model.versions.get(number=2)
+    self_training = version.details["head"]["self_training"]
+    assert self_training["pool"] == 140 and self_training["pseudo_labels"] > 100
+    assert version.metrics["evaluation"] == "holdout" and version.metrics["evaluated_on"] == 30
+    assert version.metrics["accuracy"] > 0.9  # without the pool: about a third (test_fine_tuning measures it)
+
+    # With no evaluation labels the self-trained head's own out-of-fold probabilities are the evaluation.
+    Record.objects.filter(dataset=dataset, split="evaluation").update(label=None)
+    with django_capture_on_commit_callbacks(execute=True):
+        train(lead_api, model, {"type": "fine-tuned"})
+    version = model.versions.get(number=3)
+    assert version.details["head"]["self_training"]["pool"] == 140
+    assert version.metrics["evaluation"] == "cross-validation" and version.metrics["evaluated_on"] == 60
+    assert version.metrics["accuracy"] > 0.9
