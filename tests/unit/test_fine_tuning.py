@@ -351,7 +351,7 @@ def test_self_training_learns_words_only_the_unlabeled_pool_shows():
     assert accuracy["plain"] < 0.6  # the second names are unknown words without the pool
     assert accuracy["self_trained"] > 0.95
     details = self_trained.details["self_training"]
-    assert details["pool"] == 300 and details["pseudo_labels"] > 250
+    assert details["pool"] == 300 and details["pseudo_labels"] > 250 and details["kept"]
     assert len(details["pseudo_labels_per_fold"]) == 5 and min(details["pseudo_labels_per_fold"]) > 250
     assert plain.details["self_training"] is None
 
@@ -407,3 +407,21 @@ def test_pool_vectors_must_match_the_pool_texts():
     with pytest.raises(ValueError, match="pool"):
         train_fine_tuned_head(labels=LABELS, texts=texts, vectors=vectors, y=y, pool_texts=texts[:10],
                               pool_vectors=vectors[:9])
+
+
+def test_self_training_that_lowers_the_out_of_fold_accuracy_is_dropped(monkeypatch):
+    """The guard: when the second pass scores worse out of fold than the first (here: forced, by a negative
+    tolerance), the pseudo-labels are dropped and the head is exactly the one trained without a pool."""
+    from models_app.ml import fine_tuning
+
+    texts, vectors, y = _named_texts(60, 0, lambda label: KNOWN_NAMES[label])
+    pool_texts, pool_vectors, _ = _named_texts(150, 1, lambda label: f"{KNOWN_NAMES[label]} and {POOL_ONLY_NAMES[label]}")
+    monkeypatch.setattr(fine_tuning, "SELF_TRAINING_TOLERANCE", -1.0)
+    dropped = train_fine_tuned_head(labels=LABELS, texts=texts, vectors=vectors, y=y, pool_texts=pool_texts,
+                                    pool_vectors=pool_vectors)
+    plain = train_fine_tuned_head(labels=LABELS, texts=texts, vectors=vectors, y=y)
+    assert dropped.details["self_training"]["kept"] is False
+    probe_texts, probe_vectors, _ = _named_texts(30, 2, lambda label: POOL_ONLY_NAMES[label])
+    np.testing.assert_array_equal(dropped.predict_proba(probe_vectors, probe_texts),
+                                  plain.predict_proba(probe_vectors, probe_texts))
+    np.testing.assert_array_equal(dropped.out_of_fold_proba, plain.out_of_fold_proba)
