@@ -38,6 +38,7 @@ Overlap (several annotators per record, for agreement and review)
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -55,6 +56,10 @@ QUEUE_SIZE = 500
 QUEUE_LOW_WATERMARK = 50
 RECOMPUTE_MIN_INTERVAL = timedelta(seconds=30)
 MAX_RECOMMENDATIONS_PER_CALL = 100
+# How long GET /recommendations waits for a pending recompute when it has nothing to hand out, and how often
+# it looks again meanwhile.
+RECOMPUTE_WAIT_SECONDS = 15.0
+RECOMPUTE_POLL_SECONDS = 0.25
 MAX_LABELS_PER_CALL = 500
 # A label given after this long on one record is stored as this long: the annotator left the screen.
 MAX_DURATION_MS = 3_600_000
@@ -94,17 +99,35 @@ def _labeled_by(*, user=None, api_key=None) -> Exists | None:
     return Exists(mine)
 
 
-def recommendations_lease(*, model, user=None, api_key=None, limit: int = 20, now: datetime | None = None) -> Lease:
+def recommendations_lease(*, model, user=None, api_key=None, limit: int = 20, now: datetime | None = None,
+                          wait_seconds: float = 0.0) -> Lease:
     """Leases the queue's head to `user` (or to nobody in particular, for a user-less key) and returns it.
 
     The user's own live leases come back first (a reload or a second tab shows the same records, and
     the lease is extended); the rest are free rows claimed in queue order. Records the caller already
     labeled (overlap records waiting for other annotators) are never handed to them again.
+
+    With `wait_seconds`, a call that finds nothing to hand out while a recompute of the model's queue is
+    queued or running (a model just created, or a queue labeled to the end) waits up to that long for it,
+    instead of answering "nothing to label" a second before the queue is there.
     """
     _check_not_archived(model)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_RECOMMENDATIONS_PER_CALL:
         raise invalid_field(f"limit: expected an integer between 1 and {MAX_RECOMMENDATIONS_PER_CALL}")
-    now = now or timezone.now()
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        lease = _lease_once(model=model, user=user, api_key=api_key, limit=limit, now=now or timezone.now())
+        if lease.items or time.monotonic() >= deadline or not _recompute_pending(model):
+            return lease
+        time.sleep(RECOMPUTE_POLL_SECONDS)
+
+
+def _recompute_pending(model) -> bool:
+    return Job.objects.filter(model=model, kind=JobKind.RECOMMEND,
+                              status__in=(JobStatus.QUEUED, JobStatus.RUNNING)).exists()
+
+
+def _lease_once(*, model, user, api_key, limit: int, now: datetime) -> Lease:
     claimable = _free(now)
     if user is not None:
         claimable |= Q(leased_to=user, lease_expires_at__gte=now)

@@ -42,10 +42,12 @@ def _body_schema(properties: dict, required: list[str]) -> dict:
 def recommendations(request: HttpRequest, model_id: int, limit: int = 20):
     """The queue's head, best first, leased to the calling key's user for 10 minutes (repeat calls
     return that user's live leases first). Records already labeled or leased to someone else are not
-    returned. `version` is the model version whose predictions ranked them."""
+    returned. `version` is the model version whose predictions ranked them. When nothing is free but the
+    queue is being (re)computed, as right after the model is created, the call waits up to 15 s for it."""
     require_role(request, "annotator")
     model = _model_or_404(request, model_id)
-    lease = queue.recommendations_lease(model=model, user=request.api_key.user, api_key=request.api_key, limit=limit)
+    lease = queue.recommendations_lease(model=model, user=request.api_key.user, api_key=request.api_key, limit=limit,
+                                        wait_seconds=queue.RECOMPUTE_WAIT_SECONDS)
     # A label removed from the model since the queue was ranked is not offered as the prediction.
     labels = set(model.labels)
     return {

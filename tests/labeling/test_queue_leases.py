@@ -135,3 +135,46 @@ def test_recompute_request_is_absorbed_by_a_queued_job(model):
     first = queue_request_recompute(model=model)
     assert first is not None and first.status == JobStatus.QUEUED
     assert queue_request_recompute(model=model) is None
+
+
+def _empty_queue_with_pending_recompute(model, status=JobStatus.QUEUED):
+    Recommendation.objects.filter(model=model).delete()
+    return Job.objects.create(workspace_id=model.workspace_id, model=model, dataset_id=model.dataset_id,
+                              kind=JobKind.RECOMMEND, status=status, params={"model_id": model.id})
+
+
+def test_an_empty_queue_being_recomputed_is_waited_for_not_answered_empty(model, workspace, monkeypatch):
+    """Right after a model is created its queue does not exist yet: the call waits for the pending recompute
+    (here the 'worker' finishes during the first pause) and hands out its head."""
+    import labeling.queue as queue_module
+
+    job = _empty_queue_with_pending_recompute(model, status=JobStatus.RUNNING)
+    pauses = []
+
+    def worker_finishes(seconds):
+        pauses.append(seconds)
+        queue_recompute(model=model)
+        Job.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED)
+
+    monkeypatch.setattr(queue_module.time, "sleep", worker_finishes)
+    lease = recommendations_lease(model=model, user=make_user(workspace, "annotator"), limit=5, wait_seconds=15)
+    assert len(lease.items) == 5 and len(pauses) == 1
+
+
+def test_nothing_pending_answers_at_once_and_a_recompute_that_never_ends_is_waited_for_only_so_long(
+        model, workspace, monkeypatch):
+    import labeling.queue as queue_module
+
+    # A recompute just finished and wrote nothing (every record labeled, say): it also absorbs the recompute
+    # the empty queue requests, so nothing is pending and the empty answer is the truth.
+    job = _empty_queue_with_pending_recompute(model, status=JobStatus.SUCCEEDED)
+    pauses = []
+    monkeypatch.setattr(queue_module.time, "sleep", pauses.append)
+    assert recommendations_lease(model=model, user=make_user(workspace, "annotator"), limit=5, wait_seconds=15).items == []
+    assert pauses == []
+
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.QUEUED)  # a worker that never picks it up
+    clock = iter(range(0, 1000, 5))  # each look at the clock moves it 5 s
+    monkeypatch.setattr(queue_module.time, "monotonic", lambda: next(clock))
+    assert recommendations_lease(model=model, user=make_user(workspace, "annotator"), limit=5, wait_seconds=15).items == []
+    assert len(pauses) == 2  # looked at 5 s and 10 s, gave up at 15 s
