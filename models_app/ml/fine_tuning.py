@@ -454,8 +454,10 @@ def _cross_validate(labels: list[str], texts: list[str], vectors: np.ndarray, y:
         if pool is not None and not text_stage:
             pool_scores = fold_head._svm_scores(pool.vectors, fold_head._ngram_scores(pool.texts)[0])
             pool_scores[:, ~present] = _ABSENT_CLASS_SCORE
-            out.pool_svm_scores.append(pool_scores)
-            out.pool_expert_logits.append(fold_expert.logits(pool.vectors))
+            # float32: a pool of 10,000 records over hundreds of labels would otherwise hold hundreds of MB
+            # across the folds, for scores only compared against a confidence threshold.
+            out.pool_svm_scores.append(pool_scores.astype(np.float32))
+            out.pool_expert_logits.append(fold_expert.logits(pool.vectors).astype(np.float32))
         report(step + 1)
     return out
 
