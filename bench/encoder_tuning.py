@@ -109,6 +109,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", nargs="+", default=["1000", "full"])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--epochs", type=float, help="the same number of epochs for every size (default: per size, EPOCHS)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     import torch
 
@@ -123,14 +125,15 @@ def main() -> None:
     for size in args.sizes:
         chosen = label_draw(y_train, size, SEED)
         texts, y = [train_texts[i] for i in chosen], y_train[chosen]
-        print(f"{size} labels: fine-tuning the encoder for {EPOCHS[size]} epochs", flush=True)
-        tuned_embed, step_s, steps, tune_s = tune_encoder(texts, y, len(labels), EPOCHS[size])
+        epochs = args.epochs or EPOCHS[size]
+        print(f"{size} labels: fine-tuning the encoder for {epochs} epochs", flush=True)
+        tuned_embed, step_s, steps, tune_s = tune_encoder(texts, y, len(labels), epochs)
         started = time.perf_counter()
         tuned_train, tuned_test = tuned_embed(texts), tuned_embed(test_texts)
         embed_s = time.perf_counter() - started
         concat_train = np.hstack([base_train[chosen], tuned_train]) / np.sqrt(2)
         concat_test = np.hstack([base_test, tuned_test]) / np.sqrt(2)
-        row = {"labels": int(len(chosen)), "epochs": EPOCHS[size], "steps": steps, "seconds_per_step_median": round(step_s, 3),
+        row = {"labels": int(len(chosen)), "epochs": epochs, "steps": steps, "seconds_per_step_median": round(step_s, 3),
                "tuning_s": round(tune_s, 1), "embedding_train_and_test_s": round(embed_s, 1), "heads": {}}
         variants = {
             "active-learning, project vectors": (base_test, lambda: train_active_learning_head(
@@ -153,9 +156,9 @@ def main() -> None:
                                   "train_s": round(trained, 1)}
             print(f"  {name:45s} {row['heads'][name]}", flush=True)
         results["sizes"][size] = row
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
