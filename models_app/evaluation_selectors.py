@@ -117,6 +117,9 @@ def trained_on(version: ModelVersion) -> str | None:
         words += (f", plus {self_training['pseudo_labels']} of {self_training['pool']} sampled unlabeled records that a "
                   f"first model trained on those labels gave at least {self_training['confidence']:.0%} confidence "
                   f"(self-training)")
+    elif self_training:
+        words += (f" only: self-training on {self_training['pool']} sampled unlabeled records was tried and dropped, "
+                  f"because it made the cross-validated predictions significantly worse")
     return words
 
 
