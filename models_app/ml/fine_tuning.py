@@ -54,7 +54,7 @@ from __future__ import annotations
 import time
 import warnings
 from itertools import chain
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 from scipy import sparse
@@ -362,8 +362,8 @@ def train_fine_tuned_head(*, labels: list[str], texts: list[str], vectors: np.nd
         # A stage that is off is not fitted: inference would score its n-grams for nothing.
         head = _fit(labels, final_texts, final_vectors, final_y, seed, text_stage=threshold is not None)
         if calibration.weight > 0.0:
-            head.vector_expert = final_expert or fit_anchored_expert(vectors, y, prior_head=prior_head,
-                                                                     n_classes=len(labels))
+            head.vector_expert = (final_expert if final_expert is not None
+                                  else fit_anchored_expert(vectors, y, prior_head=prior_head, n_classes=len(labels)))
             head.expert_temperature, head.expert_weight = calibration.expert_temperature, calibration.weight
             head.combined_temperature = calibration.combined_temperature
     report(1.0)
@@ -414,11 +414,10 @@ def _self_training_hurts(first_right: np.ndarray, second_right: np.ndarray) -> t
     return worse > better and mcnemar(worse, better, alpha=2 * SELF_TRAINING_DROP_P)["significant"], [worse, better]
 
 
-class _Pool:
+class _Pool(NamedTuple):
     """Unlabeled records for self-training: texts and their vectors."""
-
-    def __init__(self, texts: list[str], vectors: np.ndarray):
-        self.texts, self.vectors = texts, vectors
+    texts: list[str]
+    vectors: np.ndarray
 
 
 class _OutOfFold:
